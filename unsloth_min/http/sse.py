@@ -1,0 +1,32 @@
+"""Server-sent events framing: one event as the bytes of one `text/event-stream` message.
+
+Strategy: an event is `event: NAME` (optional) plus one `data:` line per line of the payload,
+ended by an empty line (WHATWG HTML §9.2.6). JSON payloads are compact and keep non-ASCII text
+as UTF-8, so a token costs a handful of bytes. Lines are split on CRLF, CR or LF only — the
+three line ends the SSE grammar knows — not on `str.splitlines()`'s wider set.
+
+What it does not do: no `id:` or `retry:` fields, no comments or keep-alive pings, no writing;
+the caller yields these bytes as items of a `StreamResponse`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def sse_event(data: str | dict | list, event: str | None = None) -> bytes:
+    """`event: X\\ndata: ...\\n\\n` as UTF-8; dicts and lists are sent as compact JSON."""
+    if not isinstance(data, str):
+        data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    lines = []
+    if event is not None:
+        if _LINE_END.search(event):
+            raise ValueError("an SSE event name cannot contain a line break")
+        lines.append(f"event: {event}")
+    lines += [f"data: {line}" for line in _LINE_END.split(data)]
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
