@@ -1,0 +1,154 @@
+"""Shared fixtures: an in-process server over a scripted engine, and the real server as a process.
+
+`scripted_server` runs App + HttpServer on 127.0.0.1:0 in a thread with its own event loop.
+`real_server` starts `python -m unsloth_min` on the embedded SmolLM2-135M once per session, exactly
+as a user would (flags, key, SIGTERM at the end).
+"""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from scripted import ScriptedEngine
+from unsloth_min.app import App
+from unsloth_min.auth import Authenticator
+from unsloth_min.http import HttpServer, Limits
+
+KEY = "sk-unsloth-" + "0123456789abcdef" * 2
+
+
+@dataclass
+class Running:
+    host: str
+    port: int
+    key: str
+    engine: object = None
+    app: object = None
+    loop: object = None
+    proc: object = None
+    log: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def request(self, method: str, path: str, body=None, headers=None, key=True, timeout=60):
+        """(status, headers dict with lower-case names, body bytes)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        if key:
+            hdrs["Authorization"] = f"Bearer {self.key}"
+        hdrs.update(headers or {})
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        out = resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        conn.close()
+        return out
+
+    def json(self, method: str, path: str, body=None, **kw):
+        status, headers, data = self.request(method, path, body, **kw)
+        return status, json.loads(data) if data else None
+
+
+def sse_events(data: bytes) -> list[tuple[str | None, str]]:
+    """Split an SSE body into (event, data) pairs."""
+    out = []
+    for block in data.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        event, lines = None, []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                lines.append(line[6:])
+        out.append((event, "\n".join(lines)))
+    return out
+
+
+@pytest.fixture
+def scripted_server():
+    engine = ScriptedEngine()
+    app = App("scripted", Authenticator(None, [KEY]), engine)
+    loop = asyncio.new_event_loop()
+    server = HttpServer(app.handle, error_response=app.error_response,
+                        limits=Limits(header_timeout=2, keepalive_timeout=5))
+    started = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.start("127.0.0.1", 0))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(10)
+    yield Running("127.0.0.1", server.port, KEY, engine, app, loop)
+    asyncio.run_coroutine_threadsafe(server.shutdown(1.0), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, so no server outlives a killed run."""
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_server_process(tmp_home: str, *args: str) -> Running:
+    port = free_port()
+    env = dict(os.environ, UNSLOTH_MIN_HOME=tmp_home, PYTHONUNBUFFERED="1")
+    # a file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server
+    log = open(os.path.join(tmp_home, "server.log"), "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "unsloth_min", "-p", str(port), "--api-key", KEY,
+                             *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_parent)
+    running = Running("127.0.0.1", port, KEY, proc=proc, log=log.name)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {open(log.name, errors='replace').read()}")
+        try:
+            if running.request("GET", "/health", key=False, timeout=2)[0] == 200:
+                return running
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become healthy")
+
+
+def stop_server_process(running: Running) -> int:
+    running.proc.send_signal(signal.SIGTERM)
+    try:
+        return running.proc.wait(30)
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory):
+    # a server default cap keeps open-ended prompts (the seed page has some) short in tests
+    running = start_server_process(str(tmp_path_factory.mktemp("home")), "--max-tokens", "200")
+    yield running
+    assert stop_server_process(running) == 0

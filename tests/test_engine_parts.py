@@ -1,0 +1,86 @@
+"""Pure engine pieces: UTF-8-safe detokenization with stop strings, sandboxed chat templates."""
+from __future__ import annotations
+
+import pytest
+
+from unsloth_min.core import ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult
+from unsloth_min.engine.template import CHATML, ChatTemplate, TemplateError
+from unsloth_min.engine.textstream import TextStream
+
+
+def feed(stream: TextStream, pieces: list[bytes]):
+    text, hit = "", None
+    for p in pieces:
+        out, hit = stream.push(p)
+        text += out
+        if hit:
+            return text, hit
+    return text + stream.flush(), None
+
+
+def test_utf8_split_across_tokens():
+    data = "héllo 世界 🙂".encode()
+    for size in (1, 2, 3):
+        pieces = [data[i:i + size] for i in range(0, len(data), size)]
+        assert feed(TextStream(), pieces) == ("héllo 世界 🙂", None)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_stop_string_never_leaks(size):
+    data = b"one two END three"
+    pieces = [data[i:i + size] for i in range(0, len(data), size)]
+    stream = TextStream(("END", "xyz"))
+    sent = []
+    for p in pieces:
+        out, hit = stream.push(p)
+        sent.append(out)
+        if hit:
+            break
+    assert "".join(sent) == "one two " and hit == "END"
+    assert all("E" not in s for s in sent)
+
+
+def test_partial_stop_is_released_when_it_does_not_match():
+    assert feed(TextStream(("ENDING",)), [b"the EN", b"D is", b" near"]) == ("the END is near", None)
+
+
+def test_earliest_stop_wins():
+    assert feed(TextStream(("b", "a")), [b"xxab"]) == ("xx", "a")
+
+
+def test_template_renders_roles_tools_and_prefill():
+    tpl = ChatTemplate(CHATML)
+    req = ChatRequest(messages=[Message("system", [Text("sys")]), Message("user", [Text("hi")]),
+                                Message("assistant", [Text("Sure:")])])
+    assert tpl.render(req, True) == ("<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                                     "<|im_start|>assistant\nSure:")
+
+
+def test_template_sees_tools_thinking_and_tool_messages():
+    src = ("{{ enable_thinking }}|{{ tools[0].function.name }}|"
+           "{% for m in messages %}{{ m.role }}:{{ m.content }}"
+           "{% if m.tool_calls %}{{ m.tool_calls[0].function.arguments.city }}{% endif %}"
+           "{% if m.reasoning_content %}[{{ m.reasoning_content }}]{% endif %}"
+           "{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %};{% endfor %}")
+    req = ChatRequest(
+        messages=[Message("user", [Text("q")]),
+                  Message("assistant", [Reasoning("think"), ToolCall("c1", "w", '{"city": "Oslo"}')]),
+                  Message("tool", [ToolResult("c1", "rainy")])],
+        tools=[Tool("w", "weather", {"type": "object"})])
+    assert ChatTemplate(src).render(req, False) == "False|w|user:q;assistant:Oslo[think];tool:rainy#c1;"
+
+
+def test_template_is_sandboxed():
+    evil = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    with pytest.raises(TemplateError):
+        ChatTemplate(evil).render(ChatRequest(messages=[Message("user", [Text("x")])]), True)
+    mutate = "{% set x = [] %}{{ x.append(1) }}"
+    with pytest.raises(TemplateError):
+        ChatTemplate(mutate).render(ChatRequest(messages=[Message("user", [Text("x")])]), True)
+
+
+def test_template_raise_exception_is_a_400():
+    tpl = ChatTemplate("{{ raise_exception('roles must alternate') }}")
+    with pytest.raises(TemplateError) as e:
+        tpl.render(ChatRequest(messages=[Message("user", [Text("x")])]), True)
+    assert e.value.status == 400 and "roles must alternate" in e.value.message

@@ -1,0 +1,1 @@
+"""unsloth_min: a small local LLM server."""

@@ -1,0 +1,90 @@
+"""`python -m unsloth_min`: flags → Config → keys, engine, app, HTTP server; or `keys …`.
+
+Strategy: bind the port first (so /health can say "loading"), load the model in a thread, then
+serve until SIGINT/SIGTERM, when the server stops accepting, lets streams finish briefly, cancels
+the rest and frees the model. The one key minted on a first start goes to stdout, never the log.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .app import App
+from .auth import Authenticator, KeyStore, default_home, ensure_key, keys_command
+from .config import Config, parse_config
+from .core import Sampling
+from .engine import Engine, EngineOptions, embedded_model_path
+from .engine.model import ModelParams
+from .http import HttpServer
+
+log = logging.getLogger("unsloth_min")
+SHUTDOWN_GRACE = 5.0  # seconds an in-flight response gets after SIGTERM before it is cancelled
+
+
+def engine_options(cfg: Config) -> EngineOptions:
+    path = cfg.model or embedded_model_path()
+    template = None
+    if cfg.chat_template:
+        with open(cfg.chat_template, encoding="utf-8") as f:
+            template = f.read()
+    stem = os.path.basename(path).removesuffix(".gguf")
+    return EngineOptions(
+        model_path=path, model_id=cfg.alias or stem,
+        params=ModelParams(path=path, n_ctx=cfg.ctx_size, n_parallel=cfg.parallel,
+                           n_gpu_layers=cfg.n_gpu_layers, n_threads=cfg.threads),
+        defaults=Sampling(temperature=cfg.temp, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
+                          max_tokens=cfg.max_tokens),
+        reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue)
+
+
+async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None) -> None:
+    opts = engine_options(cfg)
+    app = App(opts.model_id, auth)
+    server = HttpServer(app.handle, error_response=app.error_response)
+    await server.start(cfg.host, cfg.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(server.serve_forever())
+    try:
+        app.engine = await asyncio.to_thread(Engine, opts)
+        banner(cfg, server, app.engine, new_key)
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.shutdown(SHUTDOWN_GRACE)
+        serving.cancel()
+        if app.engine is not None:
+            await asyncio.to_thread(app.engine.close)
+
+
+def banner(cfg: Config, server, engine: Engine, new_key: str | None) -> None:
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    hint = "key: the one printed above" if new_key else "keys: python -m unsloth_min keys list"
+    print(f"unsloth_min: serving {engine.model_id} on http://{host}:{server.port}/v1 "
+          f"(ctx {engine.n_ctx}, {cfg.parallel} slots, {engine.model.n_threads} threads; {hint})",
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:
+        return keys_command(argv[1:], default_home())
+    cfg = parse_config(argv)
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = KeyStore(default_home())
+    new_key = ensure_key(store, cfg.api_key)
+    if new_key:
+        print(f"unsloth_min: created your API key (shown only once, stored hashed in "
+              f"{default_home()}):\n\n    {new_key}\n", flush=True)
+    try:
+        asyncio.run(serve(cfg, Authenticator(store, cfg.api_key), new_key))
+    except (OSError, RuntimeError) as e:  # a missing model file, a busy port, a failed load
+        print(f"unsloth_min: {e}", file=sys.stderr)
+        return 1
+    return 0

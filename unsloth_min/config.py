@@ -1,0 +1,86 @@
+"""The one Config: every command-line flag with its default, and the argparse that fills it.
+
+Strategy: a dataclass is the single source of truth for defaults; `build_parser` derives the flags
+from it so that README, `--help` and the code cannot drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8888
+    model: str | None = None        # None → the embedded SmolLM2-135M-Instruct
+    mmproj: str | None = None
+    alias: str | None = None        # None → the model file's stem
+    ctx_size: int = 0               # 0 → the model's training context
+    parallel: int = 4
+    n_gpu_layers: int = -1
+    threads: int = 0                # 0 → the cores this process may use
+    reasoning: str = "on"
+    temp: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    max_tokens: int | None = None
+    api_key: list[str] = field(default_factory=list)
+    chat_template: str | None = None
+    max_queue: int = 64
+    log_level: str = "info"
+
+
+def _positive(kind):
+    def check(text: str):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+    return check
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Config()
+    p = argparse.ArgumentParser(
+        prog="python -m unsloth_min",
+        description="Serve one GGUF model over OpenAI Chat, Anthropic Messages and OpenAI Responses. "
+                    "Subcommand: `keys create|list|revoke` manages API keys.")
+    a = p.add_argument
+    a("-H", "--host", default=d.host, help="address to bind (default %(default)s: this machine only)")
+    a("-p", "--port", type=int, default=d.port, help="port (default %(default)s)")
+    a("-m", "--model", default=d.model, help="path of a .gguf model (default: embedded SmolLM2-135M)")
+    a("--mmproj", default=d.mmproj, help="vision projector .gguf for multimodal models")
+    a("--alias", default=d.alias, help="model id shown in /v1/models (default: the file's stem)")
+    a("-c", "--ctx-size", type=_positive(int), default=d.ctx_size,
+      help="KV cache size in tokens, shared by all sequences (default: the model's training context)")
+    a("-np", "--parallel", type=_positive(int), default=d.parallel,
+      help="sequences decoded together in one batch (default %(default)s)")
+    a("-ngl", "--n-gpu-layers", type=int, default=d.n_gpu_layers,
+      help="layers to offload to the GPU (default -1: all that fit; needs a CUDA/Metal build)")
+    a("-t", "--threads", type=_positive(int), default=d.threads,
+      help="CPU threads (default: the cores this process may use)")
+    a("--reasoning", choices=("on", "off"), default=d.reasoning,
+      help="default for thinking when a request does not say (default %(default)s)")
+    a("--temp", type=_positive(float), default=d.temp, help="default temperature (llama.cpp: 0.8)")
+    a("--top-p", type=_positive(float), default=d.top_p, help="default top_p (llama.cpp: 0.95)")
+    a("--top-k", type=_positive(int), default=d.top_k, help="default top_k (llama.cpp: 40)")
+    a("--min-p", type=_positive(float), default=d.min_p, help="default min_p (llama.cpp: 0.05)")
+    a("--max-tokens", type=_positive(int), default=d.max_tokens,
+      help="default cap on generated tokens (default: until the context is full)")
+    a("--api-key", action="append", default=[], metavar="KEY",
+      help="accept this key too (repeatable); it is never stored")
+    a("--chat-template", default=d.chat_template, metavar="FILE",
+      help="Jinja chat template file used instead of the one inside the GGUF")
+    a("--max-queue", type=_positive(int), default=d.max_queue,
+      help="requests waiting for a free sequence before 503 (default %(default)s)")
+    a("--log-level", default=d.log_level, choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def parse_config(argv: list[str]) -> Config:
+    ns = build_parser().parse_args(argv)
+    if ns.parallel < 1:
+        build_parser().error("--parallel must be at least 1")
+    return Config(**vars(ns))

@@ -1,0 +1,187 @@
+"""The internal model: what a request means and what generation yields, as plain value types.
+
+Strategy: every dialect (OpenAI Chat included) parses its wire JSON into `ChatRequest` and renders
+the engine's `Event`s back into its own JSON or SSE. The engine sees only these types. Nothing here
+knows HTTP, JSON shapes of any API, or llama.cpp; this module imports only the standard library.
+
+Does not: validate wire input (the dialects do, raising `ApiError`), or hold any state.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Union
+
+
+class ApiError(Exception):
+    """The one error type. `kind` is the OpenAI/Anthropic error type; each dialect renders it."""
+
+    def __init__(self, status: int, kind: str, message: str, *, param: str | None = None,
+                 code: str | None = None, headers: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+        self.param, self.code, self.headers = param, code, headers or []
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, "invalid_request_error", message, param=param, code=code)
+
+
+def new_id(prefix: str, nbytes: int = 12) -> str:
+    return prefix + secrets.token_hex(nbytes)
+
+
+# ---- content parts -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image to show the model: raw bytes once fetched/decoded, or a URL still to fetch."""
+    data: bytes | None = None
+    url: str | None = None
+    media_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """Thinking the model produced earlier (sent back in a history)."""
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON text, as the model wrote it (or as the grammar forced it)
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    content: str
+    name: str | None = None
+    is_error: bool = False
+
+
+Part = Union[Text, Image, Reasoning, ToolCall, ToolResult]
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Message:
+    role: str  # one of ROLES
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, Text))
+
+
+# ---- request -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str = ""
+    parameters: dict = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass
+class Sampling:
+    """Per-request sampling; None means "use the server default"."""
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def merged(self, defaults: "Sampling") -> "Sampling":
+        """Fill every None from `defaults` (the server's flags)."""
+        vals = {k: (v if v is not None else getattr(defaults, k)) for k, v in vars(self).items()}
+        vals["stop"] = self.stop or defaults.stop
+        return Sampling(**vals)
+
+
+@dataclass
+class ChatRequest:
+    messages: list[Message]
+    sampling: Sampling = field(default_factory=Sampling)
+    model: str = ""
+    stream: bool = False
+    include_usage: bool = False
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: str = "auto"  # auto | none | required | function (then tool_name is set)
+    tool_name: str | None = None
+    parallel_tool_calls: bool = True
+    response_schema: dict | None = None  # json_object → {} ; json_schema → the schema
+    enable_thinking: bool | None = None  # None → server default
+    # server tools (SPEC "Server tools"); the dialects pass them through unchanged
+    enable_tools: bool = False
+    enabled_tools: tuple[str, ...] = ()
+    session_id: str | None = None
+
+
+# ---- events --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, reused from the KV cache
+    reasoning_tokens: int = 0  # of completion_tokens, spent thinking (0 when not counted)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Started:
+    """The prompt is tokenized and queued: its size is known before the first token."""
+    prompt_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A streamed piece of tool call `index`: the first piece carries id and name."""
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class ToolExecuted:
+    """A server tool ran (SPEC "Server tools"): what to report to the client."""
+    call: ToolCall
+    result: ToolResult
+
+
+FINISH_REASONS = ("stop", "length", "stop_sequence", "tool_calls")
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str  # one of FINISH_REASONS
+    usage: Usage
+    stop_sequence: str | None = None
+
+
+Event = Union[Started, TextDelta, ReasoningDelta, ToolCallDelta, ToolExecuted, Finish]

@@ -1,0 +1,52 @@
+"""Request pieces that read the same in every dialect: sampling numbers, server-tool fields.
+
+Strategy: ranges follow the OpenAI API (temperature 0–2, penalties −2–2, top_p 0–1); llama.cpp's
+extra knobs (`top_k`, `min_p`, `repetition_penalty`) are accepted everywhere, as llama-server does.
+"""
+from __future__ import annotations
+
+from ..core import ChatRequest, Sampling, bad_request
+from .fields import get_bool, get_number, get_str, get_str_list
+
+SERVER_TOOLS = ("python", "bash", "web_search")
+TOOL_ALIASES = {"terminal": "bash"}
+MAX_SEED = 2**63 - 1
+
+
+def parse_sampling(body: dict, max_keys: tuple[str, ...], stop: tuple[str, ...]) -> Sampling:
+    max_tokens = None
+    for key in max_keys:  # e.g. chat's max_completion_tokens wins over max_tokens
+        max_tokens = get_number(body, key, max_tokens, lo=1, integer=True)
+    return Sampling(
+        temperature=get_number(body, "temperature", lo=0, hi=2),
+        top_p=get_number(body, "top_p", lo=0, hi=1),
+        top_k=get_number(body, "top_k", lo=0, integer=True),
+        min_p=get_number(body, "min_p", lo=0, hi=1),
+        seed=get_number(body, "seed", lo=-MAX_SEED, hi=MAX_SEED, integer=True),
+        presence_penalty=get_number(body, "presence_penalty", lo=-2, hi=2),
+        frequency_penalty=get_number(body, "frequency_penalty", lo=-2, hi=2),
+        repetition_penalty=get_number(body, "repetition_penalty", lo=0.01, hi=10),
+        max_tokens=max_tokens,
+        stop=stop,
+    )
+
+
+def apply_extensions(body: dict, req: ChatRequest) -> ChatRequest:
+    """SPEC's extra fields: enable_thinking (+ chat_template_kwargs), server tools, session_id."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise bad_request("Invalid type for 'chat_template_kwargs': expected an object.",
+                              param="chat_template_kwargs")
+        req.enable_thinking = get_bool(kwargs, "enable_thinking", req.enable_thinking,
+                                       path="chat_template_kwargs")
+    req.enable_thinking = get_bool(body, "enable_thinking", req.enable_thinking)
+    req.enable_tools = get_bool(body, "enable_tools", False)
+    names = [TOOL_ALIASES.get(n, n) for n in get_str_list(body, "enabled_tools")]
+    unknown = [n for n in names if n not in SERVER_TOOLS]
+    if unknown:
+        raise bad_request(f"Invalid 'enabled_tools': unknown tool {unknown[0]!r} "
+                          f"(known: {', '.join(SERVER_TOOLS)}, terminal).", param="enabled_tools")
+    req.enabled_tools = tuple(dict.fromkeys(names)) or (SERVER_TOOLS if req.enable_tools else ())
+    req.session_id = get_str(body, "session_id")
+    return req

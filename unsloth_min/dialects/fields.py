@@ -1,0 +1,110 @@
+"""Typed reads of JSON request fields, shared by the dialects: wrong type or range → 400 naming it.
+
+Strategy: one small function per JSON type; each takes the object, the key, and the path used in
+the error message (`messages[2].content`), and returns the value or the default when absent/null.
+JSON booleans are never accepted as numbers (Python's bool is an int).
+"""
+from __future__ import annotations
+
+from ..core import ApiError, bad_request
+
+_MISSING = object()
+
+
+def _where(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_error(name: str, expected: str, value) -> ApiError:
+    got = "null" if value is None else type(value).__name__.replace("dict", "object").replace("list", "array")
+    return bad_request(f"Invalid type for '{name}': expected {expected}, but got {got}.", param=name)
+
+
+def require_object(value, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise _type_error(name, "an object", value)
+    return value
+
+
+def get_str(obj: dict, key: str, default=None, *, path: str = "", required: bool = False):
+    value = obj.get(key, _MISSING)
+    name = _where(path, key)
+    if value is _MISSING or value is None:
+        if required:
+            raise bad_request(f"Missing required parameter: '{name}'.", param=name)
+        return default
+    if not isinstance(value, str):
+        raise _type_error(name, "a string", value)
+    return value
+
+
+def get_bool(obj: dict, key: str, default=None, *, path: str = ""):
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _type_error(_where(path, key), "a boolean", value)
+    return value
+
+
+def get_number(obj: dict, key: str, default=None, *, lo=None, hi=None, integer=False, path: str = "",
+               required: bool = False):
+    value = obj.get(key)
+    name = _where(path, key)
+    if value is None:
+        if required:
+            raise bad_request(f"Missing required parameter: '{name}'.", param=name)
+        return default
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok:
+        raise _type_error(name, "an integer" if integer else "a number", value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise bad_request(f"Invalid value for '{name}': must be finite.", param=name)
+    if lo is not None and value < lo:
+        raise bad_request(f"Invalid '{name}': {value} is below the minimum value {lo}.", param=name)
+    if hi is not None and value > hi:
+        raise bad_request(f"Invalid '{name}': {value} is above the maximum value {hi}.", param=name)
+    return value
+
+
+def get_list(obj: dict, key: str, default=None, *, path: str = "", required: bool = False):
+    value = obj.get(key)
+    name = _where(path, key)
+    if value is None:
+        if required:
+            raise bad_request(f"Missing required parameter: '{name}'.", param=name)
+        return default
+    if not isinstance(value, list):
+        raise _type_error(name, "an array", value)
+    return value
+
+
+def get_object(obj: dict, key: str, default=None, *, path: str = ""):
+    value = obj.get(key)
+    if value is None:
+        return default
+    return require_object(value, _where(path, key))
+
+
+MAX_STOPS = 16
+
+
+def get_stops(obj: dict, key: str) -> tuple[str, ...]:
+    """`stop`: a string or an array of strings."""
+    value = obj.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise _type_error(key, "a string or an array of strings", value)
+    if len(value) > MAX_STOPS:
+        raise bad_request(f"Invalid '{key}': at most {MAX_STOPS} stop sequences.", param=key)
+    return tuple(s for s in value if s)
+
+
+def get_str_list(obj: dict, key: str, *, path: str = "") -> tuple[str, ...]:
+    value = get_list(obj, key, [], path=path)
+    if not all(isinstance(s, str) for s in value):
+        raise _type_error(_where(path, key), "an array of strings", value)
+    return tuple(value)

@@ -1,0 +1,241 @@
+"""OpenAI Chat Completions ⇄ the internal model.
+
+Strategy: `parse_request` turns the JSON body into a `ChatRequest` (400 naming the field on bad
+input); `render_response` folds a finished list of events into a `chat.completion`; `Stream`
+turns events one by one into `chat.completion.chunk` SSE payloads. Pure: no I/O, no engine.
+Every dialect module has this same shape (plus `render_error`), so the app treats them alike.
+
+Does not: frame SSE bytes (the app does), or generate anything.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from ..core import (ApiError, ChatRequest, Finish, Image, Message, Reasoning, ReasoningDelta, Started,
+                    Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
+                    bad_request, new_id)
+from .common import apply_extensions, parse_sampling
+from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
+
+FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool_calls": "tool_calls"}
+ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+            "tool": "tool", "function": "tool"}
+
+
+# ---- parse ---------------------------------------------------------------------------------------
+def parse_request(body: dict) -> ChatRequest:
+    messages = get_list(body, "messages", required=True)
+    if not messages:
+        raise bad_request("'messages' must contain at least one message.", param="messages")
+    n = get_number(body, "n", 1, lo=1, integer=True)
+    if n != 1:
+        raise bad_request("Only n=1 is supported by this server.", param="n")
+    req = ChatRequest(
+        messages=[parse_message(m, f"messages[{i}]") for i, m in enumerate(messages)],
+        sampling=parse_sampling(body, ("max_tokens", "max_completion_tokens"), get_stops(body, "stop")),
+        model=get_str(body, "model", ""),
+        stream=get_bool(body, "stream", False),
+    )
+    options = get_object(body, "stream_options", {})
+    req.include_usage = get_bool(options, "include_usage", False, path="stream_options")
+    parse_tools(body, req)
+    parse_response_format(body, req)
+    return apply_extensions(body, req)
+
+
+def parse_message(m, path: str) -> Message:
+    m = require_object(m, path)
+    role = get_str(m, "role", path=path, required=True)
+    if role not in ROLE_MAP:
+        raise bad_request(f"Invalid value for '{path}.role': {role!r} is not one of "
+                          f"system, developer, user, assistant, tool.", param=f"{path}.role")
+    msg = Message(ROLE_MAP[role], parse_content(m.get("content"), f"{path}.content", role))
+    if role == "assistant":
+        thinking = get_str(m, "reasoning_content", path=path) or get_str(m, "reasoning", path=path)
+        if thinking:
+            msg.parts.insert(0, Reasoning(thinking))
+        for j, call in enumerate(get_list(m, "tool_calls", [], path=path)):
+            msg.parts.append(parse_tool_call(call, f"{path}.tool_calls[{j}]"))
+    elif role in ("tool", "function"):
+        call_id = get_str(m, "tool_call_id", path=path, required=role == "tool") or ""
+        msg.parts = [ToolResult(call_id, msg.text, get_str(m, "name", path=path))]
+    elif role == "user" and m.get("content") is None:
+        raise bad_request(f"Missing required parameter: '{path}.content'.", param=f"{path}.content")
+    return msg
+
+
+def parse_content(content, path: str, role: str) -> list:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [Text(content)]
+    if not isinstance(content, list):
+        raise bad_request(f"Invalid type for '{path}': expected a string or an array of content parts.",
+                          param=path)
+    return [parse_part(p, f"{path}[{i}]", role) for i, p in enumerate(content)]
+
+
+def parse_part(part, path: str, role: str):
+    part = require_object(part, path)
+    kind = get_str(part, "type", path=path, required=True)
+    if kind in ("text", "input_text", "output_text", "refusal"):
+        key = "refusal" if kind == "refusal" else "text"
+        return Text(get_str(part, key, "", path=path, required=True))
+    if kind == "image_url" and role == "user":
+        image = part.get("image_url")
+        url = image if isinstance(image, str) else get_str(require_object(image, f"{path}.image_url"),
+                                                            "url", path=f"{path}.image_url", required=True)
+        return Image(url=url)
+    raise bad_request(f"Invalid value for '{path}.type': {kind!r} is not supported here.",
+                      param=f"{path}.type")
+
+
+def parse_tool_call(call, path: str) -> ToolCall:
+    call = require_object(call, path)
+    fn = require_object(call.get("function"), f"{path}.function")
+    args = fn.get("arguments", "{}")
+    if not isinstance(args, str):  # some clients send an object; keep it as JSON text
+        args = json.dumps(args, ensure_ascii=False)
+    return ToolCall(get_str(call, "id", "", path=path) or new_id("call_"),
+                    get_str(fn, "name", path=f"{path}.function", required=True), args)
+
+
+def parse_tools(body: dict, req: ChatRequest) -> None:
+    for i, t in enumerate(get_list(body, "tools", [])):
+        path = f"tools[{i}]"
+        t = require_object(t, path)
+        if get_str(t, "type", "function", path=path) != "function":
+            raise bad_request(f"Invalid value for '{path}.type': only 'function' is supported.",
+                              param=f"{path}.type")
+        fn = require_object(t.get("function"), f"{path}.function")
+        req.tools.append(Tool(get_str(fn, "name", path=f"{path}.function", required=True),
+                              get_str(fn, "description", "", path=f"{path}.function"),
+                              get_object(fn, "parameters", {"type": "object", "properties": {}},
+                                         path=f"{path}.function")))
+    req.parallel_tool_calls = get_bool(body, "parallel_tool_calls", True)
+    choice = body.get("tool_choice")
+    if choice is None:
+        req.tool_choice = "auto" if req.tools else "none"
+    elif isinstance(choice, str) and choice in ("auto", "none", "required"):
+        req.tool_choice = choice
+    elif isinstance(choice, dict):
+        fn = require_object(choice.get("function"), "tool_choice.function")
+        req.tool_choice, req.tool_name = "function", get_str(fn, "name", path="tool_choice.function",
+                                                             required=True)
+    else:
+        raise bad_request("Invalid 'tool_choice': expected 'auto', 'none', 'required' or "
+                          "{\"type\": \"function\", \"function\": {\"name\": ...}}.", param="tool_choice")
+    check_tool_choice(req)
+
+
+def check_tool_choice(req: ChatRequest) -> None:
+    """`required` or a named function need a matching tool (server tools count, see SPEC)."""
+    if req.tool_choice == "function" and req.tool_name not in {t.name for t in req.tools}:
+        if not (req.enable_tools or req.tool_name in ("python", "bash", "web_search", "terminal")):
+            raise bad_request(f"Invalid 'tool_choice': no tool named {req.tool_name!r} in 'tools'.",
+                              param="tool_choice")
+
+
+def parse_response_format(body: dict, req: ChatRequest) -> None:
+    fmt = get_object(body, "response_format")
+    if fmt is None:
+        return
+    kind = get_str(fmt, "type", path="response_format", required=True)
+    if kind == "json_object":
+        req.response_schema = {}
+    elif kind == "json_schema":
+        spec = get_object(fmt, "json_schema", path="response_format")
+        if spec is None:
+            raise bad_request("Missing required parameter: 'response_format.json_schema'.",
+                              param="response_format.json_schema")
+        req.response_schema = get_object(spec, "schema", {}, path="response_format.json_schema")
+    elif kind != "text":
+        raise bad_request(f"Invalid value for 'response_format.type': {kind!r}.",
+                          param="response_format.type")
+
+
+# ---- render --------------------------------------------------------------------------------------
+def render_error(err: ApiError) -> dict:
+    return {"error": {"message": err.message, "type": err.kind, "param": err.param, "code": err.code}}
+
+
+def render_usage(u: Usage) -> dict:
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens, "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
+
+
+def render_tool_result(ev: ToolExecuted) -> dict:
+    return {"type": "tool_result", "tool_call_id": ev.call.id, "name": ev.call.name,
+            "arguments": ev.call.arguments, "content": ev.result.content, "is_error": ev.result.is_error}
+
+
+def render_response(events: list, model: str) -> dict:
+    text, thinking, calls, results, finish = [], [], {}, [], None
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            text.append(ev.text)
+        elif isinstance(ev, ReasoningDelta):
+            thinking.append(ev.text)
+        elif isinstance(ev, ToolCallDelta):
+            call = calls.setdefault(ev.index, {"id": ev.id, "type": "function",
+                                               "function": {"name": ev.name, "arguments": ""}})
+            call["function"]["arguments"] += ev.arguments
+        elif isinstance(ev, ToolExecuted):
+            results.append(render_tool_result(ev))
+        elif isinstance(ev, Finish):
+            finish = ev
+    message = {"role": "assistant", "content": "".join(text) if text or not calls else None,
+               "refusal": None}
+    if thinking:
+        message["reasoning_content"] = "".join(thinking)
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    if results:
+        message["tool_results"] = results
+    return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
+            "model": model, "system_fingerprint": None,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": FINISH[finish.reason]}],
+            "usage": render_usage(finish.usage)}
+
+
+class Stream:
+    """Events → `(event_name, payload)` pairs; payload a dict or the final "[DONE]"."""
+
+    def __init__(self, req: ChatRequest, model: str):
+        self.include_usage = req.include_usage
+        self.base = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model, "system_fingerprint": None}
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> tuple:
+        chunk = dict(self.base, choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish}])
+        if self.include_usage:
+            chunk["usage"] = None
+        return None, chunk
+
+    def event(self, ev) -> list[tuple]:
+        if isinstance(ev, Started):
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if isinstance(ev, TextDelta):
+            return [self._chunk({"content": ev.text})]
+        if isinstance(ev, ReasoningDelta):
+            return [self._chunk({"reasoning_content": ev.text})]
+        if isinstance(ev, ToolCallDelta):
+            call = {"index": ev.index, "function": {"arguments": ev.arguments}}
+            if ev.id is not None:
+                call.update(id=ev.id, type="function")
+                call["function"]["name"] = ev.name
+            return [self._chunk({"tool_calls": [call]})]
+        if isinstance(ev, ToolExecuted):
+            return [("tool_result", dict(self.base, choices=[], **render_tool_result(ev)))]
+        if isinstance(ev, Finish):
+            out = [self._chunk({}, FINISH[ev.reason])]
+            if self.include_usage:
+                out.append((None, dict(self.base, choices=[], usage=render_usage(ev.usage))))
+            return out + [(None, "[DONE]")]
+        return []
+
+    def error(self, err: ApiError) -> list[tuple]:
+        return [(None, render_error(err)), (None, "[DONE]")]

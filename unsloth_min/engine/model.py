@@ -1,0 +1,167 @@
+"""The loaded GGUF: llama.cpp model + one context, tokens in and out, metadata.
+
+Strategy: talk to llama.cpp through llama-cpp-python's low-level ctypes bindings (not the `Llama`
+class), so that one context can hold several sequences (`n_seq_max`) that the scheduler decodes in
+one batch. This module owns the C objects and frees them; it does not decode or sample.
+
+Does not: render chat templates (template.py), schedule or sample (scheduler.py).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from dataclasses import dataclass
+
+import llama_cpp as C
+
+log = logging.getLogger("unsloth_min.engine")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    path: str
+    n_ctx: int = 0            # KV cells shared by all sequences; 0 → the model's training context
+    n_parallel: int = 4       # sequences decoded together (llama-server's default)
+    n_gpu_layers: int = -1    # -1 → every layer that fits (llama.cpp offloads all; CPU builds ignore it)
+    n_threads: int = 0        # 0 → the cores this process may use
+    n_batch: int = 512        # tokens per llama_decode (prompt chunks + one token per running seq)
+
+
+def usable_cores() -> int:
+    """llama.cpp's own default is all physical cores; ours is what the affinity mask allows."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_backend_ready = False
+llama_log = logging.getLogger("unsloth_min.llama")
+# ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the last line).
+# llama.cpp's INFO is a page per model load: it goes to our DEBUG.
+_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_last_level = [logging.DEBUG]
+
+
+@C.llama_log_callback
+def _forward_llama_log(level: int, text: bytes, _user) -> None:
+    lvl = _last_level[0] if level == 5 else _LEVELS.get(level, logging.DEBUG)
+    _last_level[0] = lvl
+    if llama_log.isEnabledFor(lvl):
+        line = text.decode("utf-8", "replace").rstrip()
+        if line:
+            llama_log.log(lvl, "%s", line)
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        C.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))  # llama.cpp speaks through logging
+        C.llama_backend_init()
+        _backend_ready = True
+
+
+class Model:
+    """One model, one context: `n_parallel` sequences sharing `n_ctx` KV cells."""
+
+    def __init__(self, params: ModelParams):
+        _init_backend()
+        self.params = params
+        mp = C.llama_model_default_params()
+        mp.n_gpu_layers = 999 if params.n_gpu_layers < 0 else params.n_gpu_layers
+        self.model = C.llama_model_load_from_file(params.path.encode(), mp)
+        if not self.model:
+            raise RuntimeError(f"could not load model {params.path}")
+        self.vocab = C.llama_model_get_vocab(self.model)
+        self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
+        self.n_ctx = params.n_ctx or self.n_ctx_train
+        if self.n_ctx > self.n_ctx_train:
+            log.warning("--ctx-size %d exceeds the model's training context %d: quality may drop",
+                        self.n_ctx, self.n_ctx_train)
+        self.n_threads = params.n_threads or usable_cores()
+        self.ctx = C.llama_init_from_model(self.model, self._context_params())
+        if not self.ctx:
+            C.llama_model_free(self.model)
+            raise RuntimeError("could not create the llama.cpp context (out of memory?)")
+        self.memory = C.llama_get_memory(self.ctx)
+        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+
+    def _context_params(self):
+        p = self.params
+        cp = C.llama_context_default_params()
+        # One pool of n_ctx KV cells shared by all sequences (llama-server's default): memory is
+        # that of one context whatever --parallel says, and any one request may use all of it.
+        # When the pool runs short the scheduler evicts idle slots' cached prefixes.
+        cp.n_seq_max = p.n_parallel
+        cp.n_ctx = self.n_ctx
+        cp.kv_unified = True
+        cp.n_batch = cp.n_ubatch = p.n_batch
+        cp.n_threads = cp.n_threads_batch = self.n_threads
+        cp.no_perf = True
+        return cp
+
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
+            C.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            C.llama_model_free(self.model)
+            self.model = None
+
+    # ---- metadata --------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = C.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):  # a big chat template
+            buf = ctypes.create_string_buffer(n + 1)
+            C.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def chat_template(self) -> str | None:
+        raw = C.llama_model_chat_template(self.model, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def special_text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", "replace") if token >= 0 else ""
+
+    @property
+    def bos(self) -> int:
+        return C.llama_vocab_bos(self.vocab)
+
+    @property
+    def eos(self) -> int:
+        return C.llama_vocab_eos(self.vocab)
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(C.llama_vocab_get_add_bos(self.vocab))
+
+    def is_eog(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    # ---- tokens ----------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (C.llama_token * cap)()
+        n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos, special)
+        if n < 0:  # never with cap > bytes, but follow the API
+            cap = -n
+            buf = (C.llama_token * cap)()
+            n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos, special)
+        return list(buf[:n])
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token (may be part of a UTF-8 character)."""
+        buf = ctypes.create_string_buffer(64)  # per call: tokens are decoded from two threads
+        n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")

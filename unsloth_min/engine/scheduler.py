@@ -1,0 +1,271 @@
+"""The scheduler: one worker thread decodes every running sequence in shared llama.cpp batches.
+
+Strategy: the model has `n_parallel` slots, each a llama.cpp sequence id with its own KV cells.
+A request becomes a `Sequence`; it waits in a FIFO queue (bounded: beyond it, 503) until a slot is
+free, takes the free slot whose cached tokens share the longest prefix with its prompt, and
+evaluates only the rest. Each step builds one `llama_batch`: one token for every decoding sequence,
+then prompt chunks of prefilling ones in the room left (chunked prefill, so a long prompt never
+stalls running streams), one `llama_decode`, then one sample per sequence with its own sampler
+chain. Tokens leave through each sequence's `emit` callback (thread-safe, set by the caller).
+ctypes releases the GIL inside llama.cpp, so the event loop runs while the model computes.
+
+Does not: render or tokenize prompts, parse thinking or tool calls, or know about asyncio.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import llama_cpp as C
+
+from ..core import ApiError, Finish, Sampling, TextDelta, Usage
+from .model import Model
+from .textstream import TextStream
+
+log = logging.getLogger("unsloth_min.engine")
+RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
+PENALTY_LAST_N = 64       # llama.cpp's default window for repetition penalties
+
+
+@dataclass(eq=False)
+class Sequence:
+    prompt: list[int]
+    sampling: Sampling           # complete: merged with the server defaults
+    max_tokens: int
+    emit: Callable[[object], None]
+    grammar: str | None = None   # GBNF constraining the whole answer
+    cancelled: bool = False
+    # scheduler state
+    n_done: int = 0              # prompt tokens already in the KV cache
+    cached: int = 0              # of which reused from an earlier request
+    n_generated: int = 0
+    last: int = -1               # the sampled token still to be decoded
+    sampler: object = None
+    text: TextStream = field(default=None)
+    slot: "Slot" = None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_done < len(self.prompt)
+
+
+@dataclass(eq=False)
+class Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # exactly the tokens whose KV this slot holds
+    seq: Sequence | None = None
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Scheduler:
+    def __init__(self, model: Model, max_queue: int = 64):
+        self.model = model
+        self.max_queue = max_queue
+        self.slots = [Slot(i) for i in range(model.params.n_parallel)]
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._cv = threading.Condition()
+        self._stop = False
+        self._batch = C.llama_batch_init(model.params.n_batch, 0, 1)
+        self._thread = threading.Thread(target=self._run, name="unsloth-engine", daemon=True)
+        self._thread.start()
+
+    # ---- called from other threads ---------------------------------------------------------------
+    def submit(self, seq: Sequence) -> None:
+        with self._cv:
+            if len(self._waiting) >= self.max_queue:
+                raise ApiError(503, "overloaded_error", "the server is busy: too many queued requests",
+                               headers=[("Retry-After", "1")])
+            self._waiting.append(seq)
+            self._cv.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        seq.cancelled = True
+        with self._cv:
+            self._cv.notify()
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
+        C.llama_batch_free(self._batch)
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for s in self.slots if s.seq) + len(self._waiting)
+
+    # ---- the worker thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and not self._waiting and not self._active():
+                    self._cv.wait()
+                if self._stop:
+                    break
+                self._admit()
+            self._drop_cancelled()
+            if self._active():
+                try:
+                    self._step()
+                except Exception as e:  # a llama.cpp failure must not kill the worker
+                    log.exception("decode step failed")
+                    for seq in self._active():
+                        self._finish_error(seq, e)
+        for seq in self._active() + list(self._waiting):
+            self._finish_error(seq, RuntimeError("the server is shutting down"))
+
+    def _active(self) -> list[Sequence]:
+        return [s.seq for s in self.slots if s.seq is not None]
+
+    def _admit(self) -> None:
+        while self._waiting:
+            seq = self._waiting[0]
+            if seq.cancelled:
+                self._waiting.popleft()
+                continue
+            free = [s for s in self.slots if s.seq is None]
+            if not free:
+                return
+            self._waiting.popleft()
+            slot = max(free, key=lambda s: common_prefix(s.tokens, seq.prompt))
+            self._attach(seq, slot)
+
+    def _attach(self, seq: Sequence, slot: Slot) -> None:
+        n = common_prefix(slot.tokens, seq.prompt)
+        n = min(n, len(seq.prompt) - 1)  # the last prompt token is always decoded: it gives logits
+        C.llama_memory_seq_rm(self.model.memory, slot.seq_id, n, -1)
+        del slot.tokens[n:]
+        seq.n_done = seq.cached = n
+        seq.slot, slot.seq = slot, seq
+        seq.sampler = self._sampler(seq)
+        seq.text = TextStream(seq.sampling.stop)
+
+    def _sampler(self, seq: Sequence):
+        s, m = seq.sampling, self.model
+        chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        add = lambda smpl: C.llama_sampler_chain_add(chain, smpl)  # noqa: E731
+        if seq.grammar:
+            add(C.llama_sampler_init_grammar(m.vocab, seq.grammar.encode(), b"root"))
+        rep, freq, pres = s.repetition_penalty or 1.0, s.frequency_penalty or 0.0, s.presence_penalty or 0.0
+        if rep != 1.0 or freq or pres:
+            pen = C.llama_sampler_init_penalties(m.n_vocab, PENALTY_LAST_N, rep, freq, pres)
+            for t in seq.prompt[-PENALTY_LAST_N:]:
+                C.llama_sampler_accept(pen, t)
+            add(pen)
+        if not s.temperature or s.temperature <= 0:
+            add(C.llama_sampler_init_greedy())
+            return chain
+        if s.top_k and s.top_k > 0:
+            add(C.llama_sampler_init_top_k(s.top_k))
+        if s.top_p is not None and s.top_p < 1.0:
+            add(C.llama_sampler_init_top_p(s.top_p, 1))
+        if s.min_p:
+            add(C.llama_sampler_init_min_p(s.min_p, 1))
+        add(C.llama_sampler_init_temp(s.temperature))
+        add(C.llama_sampler_init_dist(RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF))
+        return chain
+
+    def _drop_cancelled(self) -> None:
+        for seq in self._active():
+            if seq.cancelled:
+                self._release(seq)
+
+    def _step(self) -> None:
+        """One llama_decode for every running sequence, then one sample each."""
+        b, n_ctx = self._batch, self.model.n_ctx
+        b.n_tokens = 0
+        outputs: list[tuple[Sequence, int]] = []
+        for seq in self._active():
+            if seq.prefilling:
+                continue
+            if len(seq.slot.tokens) >= n_ctx:  # no room for the sampled token: the context is full
+                self._finish(seq, "length")
+                continue
+            outputs.append((seq, self._add(seq.slot, seq.last, True)))
+        room = self.model.params.n_batch - b.n_tokens
+        for seq in self._active():
+            if not seq.prefilling or room <= 0:
+                continue
+            end = min(len(seq.prompt), seq.n_done + room)
+            for i in range(seq.n_done, end):
+                idx = self._add(seq.slot, seq.prompt[i], i == len(seq.prompt) - 1)
+            room -= end - seq.n_done
+            seq.n_done = end
+            if not seq.prefilling:
+                outputs.append((seq, idx))
+        if b.n_tokens == 0:
+            return
+        rc = C.llama_decode(self.model.ctx, b)
+        if rc == 1 and self._evict_idle():  # no free KV cells: drop idle prefix caches, retry once
+            rc = C.llama_decode(self.model.ctx, b)
+        if rc != 0:
+            raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
+        for seq, idx in outputs:
+            if not seq.cancelled:
+                self._on_token(seq, C.llama_sampler_sample(seq.sampler, self.model.ctx, idx))
+
+    def _evict_idle(self) -> bool:
+        idle = [s for s in self.slots if s.seq is None and s.tokens]
+        for slot in idle:
+            C.llama_memory_seq_rm(self.model.memory, slot.seq_id, 0, -1)
+            slot.tokens.clear()
+        return bool(idle)
+
+    def _add(self, slot: Slot, token: int, logits: bool) -> int:
+        b = self._batch
+        i = b.n_tokens
+        b.token[i] = token
+        b.pos[i] = len(slot.tokens)
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = slot.seq_id
+        b.logits[i] = logits
+        b.n_tokens = i + 1
+        slot.tokens.append(token)
+        return i
+
+    def _on_token(self, seq: Sequence, token: int) -> None:
+        if self.model.is_eog(token):
+            return self._finish(seq, "stop")
+        seq.n_generated += 1
+        seq.last = token
+        text, stop = seq.text.push(self.model.piece(token))
+        if text:
+            seq.emit(TextDelta(text))
+        if stop is not None:
+            self._finish(seq, "stop_sequence", stop)
+        elif seq.n_generated >= seq.max_tokens:
+            self._finish(seq, "length")
+
+    def _finish(self, seq: Sequence, reason: str, stop: str | None = None) -> None:
+        rest = seq.text.flush() if stop is None else ""
+        if rest:
+            seq.emit(TextDelta(rest))
+        usage = Usage(len(seq.prompt), seq.n_generated, seq.cached)
+        seq.emit(Finish(reason, usage, stop))
+        self._release(seq)
+
+    def _finish_error(self, seq: Sequence, err: Exception) -> None:
+        seq.emit(ApiError(500, "server_error", f"generation failed: {err}"))
+        if seq.slot is not None:  # its KV state is unknown after a failed step: forget it
+            C.llama_memory_seq_rm(self.model.memory, seq.slot.seq_id, 0, -1)
+            seq.slot.tokens.clear()
+        self._release(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        """Free the slot; its KV cells stay as a prefix cache for the next request."""
+        if seq.slot is not None:
+            seq.slot.seq = None
+        if seq.sampler is not None:
+            C.llama_sampler_free(seq.sampler)
+            seq.sampler = None
