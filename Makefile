@@ -28,8 +28,9 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not model" tests
 
+# LLAMA_SERVER=path/to/llama-server adds llama.cpp's server to the comparison (bench/README.md)
 bench: install
-	$(BIN)/python bench/bench_stream.py
+	$(BIN)/python bench/bench.py $(if $(LLAMA_SERVER),--llama-server $(LLAMA_SERVER))
 
 clean:
 	rm -rf $(VENV) build *.egg-info

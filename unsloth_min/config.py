@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mmproj", default=d.mmproj, help="vision projector .gguf for multimodal models")
     a("--alias", default=d.alias, help="model id shown in /v1/models (default: the file's stem)")
     a("-c", "--ctx-size", type=_positive(int), default=d.ctx_size,
-      help="KV cache size in tokens, shared by all sequences (default: the model's training context)")
+      help="tokens per sequence; the KV cache holds ctx-size x parallel (default: the model's training context)")
     a("-np", "--parallel", type=_positive(int), default=d.parallel,
       help="sequences decoded together in one batch (default %(default)s)")
     a("-ngl", "--n-gpu-layers", type=int, default=d.n_gpu_layers,

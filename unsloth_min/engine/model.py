@@ -21,7 +21,7 @@ log = logging.getLogger("unsloth_min.engine")
 @dataclass(frozen=True)
 class ModelParams:
     path: str
-    n_ctx: int = 0            # KV cells shared by all sequences; 0 → the model's training context
+    n_ctx: int = 0            # KV cells per sequence; 0 → the model's training context
     n_parallel: int = 4       # sequences decoded together (llama-server's default)
     n_gpu_layers: int = -1    # -1 → every layer that fits (llama.cpp offloads all; CPU builds ignore it)
     n_threads: int = 0        # 0 → the cores this process may use
@@ -63,7 +63,7 @@ def _init_backend() -> None:
 
 
 class Model:
-    """One model, one context: `n_parallel` sequences sharing `n_ctx` KV cells."""
+    """One model, one context: `n_parallel` sequences of up to `n_ctx` tokens each."""
 
     def __init__(self, params: ModelParams):
         _init_backend()
@@ -90,12 +90,13 @@ class Model:
     def _context_params(self):
         p = self.params
         cp = C.llama_context_default_params()
-        # One pool of n_ctx KV cells shared by all sequences (llama-server's default): memory is
-        # that of one context whatever --parallel says, and any one request may use all of it.
-        # When the pool runs short the scheduler evicts idle slots' cached prefixes.
+        # Each sequence gets its own stream of n_ctx KV cells (llama-server's -c N*np -np N):
+        # a request's attention then sees exactly the same cells whether it runs alone or beside
+        # others, so batching never changes its text (a shared, unified pool interleaves cells and
+        # changes float summation order). The price: KV memory grows with --parallel.
         cp.n_seq_max = p.n_parallel
-        cp.n_ctx = self.n_ctx
-        cp.kv_unified = True
+        cp.n_ctx = self.n_ctx * p.n_parallel
+        cp.kv_unified = False
         cp.n_batch = cp.n_ubatch = p.n_batch
         cp.n_threads = cp.n_threads_batch = self.n_threads
         cp.no_perf = True

@@ -207,20 +207,11 @@ class Scheduler:
         if b.n_tokens == 0:
             return
         rc = C.llama_decode(self.model.ctx, b)
-        if rc == 1 and self._evict_idle():  # no free KV cells: drop idle prefix caches, retry once
-            rc = C.llama_decode(self.model.ctx, b)
         if rc != 0:
             raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
         for seq, idx in outputs:
             if not seq.cancelled:
                 self._on_token(seq, C.llama_sampler_sample(seq.sampler, self.model.ctx, idx))
-
-    def _evict_idle(self) -> bool:
-        idle = [s for s in self.slots if s.seq is None and s.tokens]
-        for slot in idle:
-            C.llama_memory_seq_rm(self.model.memory, slot.seq_id, 0, -1)
-            slot.tokens.clear()
-        return bool(idle)
 
     def _add(self, slot: Slot, token: int, logits: bool) -> int:
         b = self._batch
