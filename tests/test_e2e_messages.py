@@ -55,17 +55,18 @@ def test_seed_basic_request(real_server):
 
 
 def test_seed_streams(real_server):
-    names = stream_head(real_server, MESSAGES, {"model": "qwen-local", "max_tokens": 1024, "stream": True,
-                                                "messages": user("用两句话解释 LoRA。")}, "content_block_delta")
+    lora = {"model": "qwen-local", "max_tokens": 1024, "messages": user("用两句话解释 LoRA。"),
+            "stream": True}
+    names = stream_head(real_server, MESSAGES, lora, "content_block_delta")
     assert names == ["message_start", "ping", "content_block_start", "content_block_delta"]
     vision = {"messages": [{"role": "user", "content": [
         {"type": "text", "text": "描述这张图片。"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": PIXEL}}]}],
         "max_tokens": 200, "stream": True}
     assert stream_head(real_server, MESSAGES, vision, "content_block_delta")[-1] == "content_block_delta"
-    server_tools = {"model": "qwen-local", "max_tokens": 1024, "messages": user("搜索 Python 3.13 的特性"),
-                    "stream": True, "enable_tools": True, "enabled_tools": ["web_search", "python"],
-                    "session_id": "my-session"}
+    server_tools = {"model": "qwen-local", "max_tokens": 1024, "stream": True,
+                    "messages": user("搜索 Python 3.13 的特性"), "enable_tools": True,
+                    "enabled_tools": ["web_search", "python"], "session_id": "my-session"}
     assert stream_head(real_server, MESSAGES, server_tools, "content_block_start")[:2] == [
         "message_start", "ping"]
 
@@ -107,7 +108,8 @@ def test_sdk_stream_matches_create(client):
 
 
 def test_stop_sequence_and_prefill(client):
-    kw = dict(model="default", max_tokens=30, messages=user("Tell me a story."), extra_body={"temperature": 0})
+    kw = dict(model="default", max_tokens=30, messages=user("Tell me a story."),
+              extra_body={"temperature": 0})
     text = client.messages.create(**kw).content[0].text
     word = text.split()[2]
     r = client.messages.create(stop_sequences=[word], **kw)

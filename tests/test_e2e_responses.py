@@ -38,12 +38,14 @@ def test_sdk_create_incomplete(client):
 
 
 def test_sdk_stream_matches_create_and_retrieve(client):
-    kw = dict(model="default", instructions="You are terse.", input="Name three colors.",
-              max_output_tokens=24, temperature=0)
+    # an answer that ends by itself: get_final_response() needs response.completed (not .incomplete)
+    kw = dict(model="default", instructions="You are terse.", max_output_tokens=64, temperature=0,
+              input="What color is the sky? Answer in one word.")
     plain = client.responses.create(**kw)
     with client.responses.stream(**kw) as stream:
         deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
         final = stream.get_final_response()
+    assert plain.status == final.status == "completed"
     assert "".join(deltas) == final.output_text == plain.output_text
     assert final.usage.output_tokens == plain.usage.output_tokens
     assert final.instructions == "You are terse."

@@ -153,7 +153,8 @@ def test_tool_choice_mapping(scripted_server, choice, mapped):
 def test_server_tool_types_and_thinking(scripted_server):
     body = dict(HELLO, thinking={"type": "enabled", "budget_tokens": 2048},
                 tools=[{"type": "web_search_20250305", "name": "web_search"}],
-                output_config={"effort": "low", "format": {"type": "json_schema", "schema": {"type": "object"}}})
+                output_config={"effort": "low",
+                               "format": {"type": "json_schema", "schema": {"type": "object"}}})
     assert scripted_server.json("POST", MESSAGES, body)[0] == 200
     req = scripted_server.engine.history[0]
     assert req.enable_thinking is True and req.enable_tools and req.enabled_tools == ("web_search",)
@@ -170,7 +171,8 @@ def test_server_tool_types_and_thinking(scripted_server):
     ({"messages": [{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "b"}]}]},
      "messages[0].content[0].type"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
-        "type": "base64", "media_type": "image/png", "data": "@@@"}}]}]}, "messages[0].content[0].source.data"),
+        "type": "base64", "media_type": "image/png", "data": "@@@"}}]}]},
+     "messages[0].content[0].source.data"),
     ({"system": 5}, "system"), ({"system": [{"type": "image"}]}, "system[0].type"),
     ({"stop_sequences": [1]}, "stop_sequences"), ({"tools": [{"name": "f"}]}, "tools[0].input_schema"),
     ({"tools": [{"type": "computer_20250124", "name": "c"}]}, "tools[0].type"),
@@ -279,10 +281,13 @@ def test_sdk_stream_accumulates_like_create(scripted_server):
                                                "tool_use"]  # non-stream: the result is a block too
     assert final.content[1].input == {"command": "ls"}
     plain.content.pop(2)
-    dump = lambda m: json.loads(m.model_dump_json(exclude={"id"}, warnings=False).replace(m.content[1].id, "srv"))  # noqa: E731
+
+    def dump(m) -> dict:  # (our server tool names are not in the SDK's literal: no warnings)
+        return json.loads(m.model_dump_json(exclude={"id"}, warnings=False).replace(m.content[1].id, "srv"))
     assert dump(final) == dump(plain)
     assert final.usage.input_tokens == 5 and final.usage.cache_read_input_tokens == 2
-    assert client.messages.count_tokens(model="m", messages=[{"role": "user", "content": "x"}]).input_tokens == 7
+    counted = client.messages.count_tokens(model="m", messages=[{"role": "user", "content": "x"}])
+    assert counted.input_tokens == 7
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="m", max_tokens=9, extra_body={"temperature": 1.5},
                                messages=[{"role": "user", "content": "x"}])

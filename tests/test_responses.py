@@ -185,8 +185,9 @@ def test_input_items_reach_the_engine(scripted_server):
     ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
     ({"temperature": 3}, "temperature"), ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"top_p": -1}, "top_p"), ({"store": "no"}, "store"), ({"instructions": 5}, "instructions"),
-    ({"tools": [{"type": "file_search"}]}, "tools[0].type"), ({"tools": [{"type": "function"}]}, "tools[0].name"),
-    ({"tool_choice": "sometimes"}, "tool_choice"), ({"text": {"format": {"type": "yaml"}}}, "text.format.type"),
+    ({"tools": [{"type": "file_search"}]}, "tools[0].type"),
+    ({"tools": [{"type": "function"}]}, "tools[0].name"), ({"tool_choice": "sometimes"}, "tool_choice"),
+    ({"text": {"format": {"type": "yaml"}}}, "text.format.type"),
     ({"reasoning": {"effort": "huge"}}, "reasoning.effort"), ({"metadata": 3}, "metadata"),
 ])
 def test_bad_fields_are_400_naming_the_field(scripted_server, patch, param):
@@ -226,7 +227,8 @@ def test_unknown_and_unstored_ids_are_404(scripted_server):
     assert unstored["store"] is False
     status, err = scripted_server.json("GET", f"{RESPONSES}/{unstored['id']}")
     assert status == 404 and err["error"]["type"] == "not_found_error"
-    assert scripted_server.json("POST", RESPONSES, dict(HELLO, previous_response_id=unstored["id"]))[0] == 404
+    again = dict(HELLO, previous_response_id=unstored["id"])
+    assert scripted_server.json("POST", RESPONSES, again)[0] == 404
     status, headers, _ = scripted_server.request("DELETE", f"{RESPONSES}/x")
     assert status == 405 and headers["allow"] == "GET, HEAD"
     assert scripted_server.request("GET", RESPONSES, key=False)[0] == 401
@@ -237,7 +239,8 @@ def test_streamed_response_is_stored(scripted_server):
     events = stream_events(scripted_server, HELLO)
     final = events[-1][1]["response"]
     assert scripted_server.json("GET", f"{RESPONSES}/{final['id']}") == (200, final)
-    scripted_server.json("POST", RESPONSES, {"model": "m", "previous_response_id": final["id"], "input": "more"})
+    scripted_server.json("POST", RESPONSES, {"model": "m", "previous_response_id": final["id"],
+                                             "input": "more"})
     assert [m.text for m in scripted_server.engine.history[1].messages] == ["hi", "ab", "more"]
 
 

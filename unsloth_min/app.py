@@ -4,7 +4,9 @@ Strategy: a plain route table maps (method, path) to a handler. A chat route rea
 lets its dialect parse it into a `ChatRequest`, pulls the engine's first event (`Started`) before
 committing to a status — so a bad request or an over-long prompt is still a clean 4xx — then either
 collects the events into one JSON body or streams them as SSE. Whatever ends the response (client
-gone, error, shutdown) closes the event iterator, which cancels the generation.
+gone, error, shutdown) closes the event iterator, which cancels the generation. A stream whose
+dialect has `heartbeat()` (Anthropic's ping) gets one after `heartbeat_s` of silence. Responses
+are kept in a bounded `ResponseStore` for `previous_response_id` and `GET /v1/responses/{id}`.
 
 Does not: parse HTTP (http/), translate wire JSON (dialects/), or touch llama.cpp (engine/).
 """
@@ -154,10 +156,12 @@ class App:
             openai_responses.continue_from(req, previous.conversation)
         stream = openai_responses.Stream(req, self.model_id) if req.stream else None
 
+        def render(events: list) -> dict:
+            return openai_responses.render_response(events, self.model_id, req)
+
         def keep(response: dict) -> None:
             if req.store and response["status"] in ("completed", "incomplete"):
                 self.responses.put(response, openai_responses.conversation(req, response))
-        render = lambda events: openai_responses.render_response(events, self.model_id, req)  # noqa: E731
         return await self.answer(request, req, stream, render, keep)
 
     async def get_response(self, request: Request) -> Response:

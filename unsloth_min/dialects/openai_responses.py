@@ -24,10 +24,7 @@ from ..core import (ApiError, ChatRequest, Finish, Image, Message, Reasoning, Re
                     bad_request, new_id)
 from .common import apply_extensions, parse_sampling
 from .fields import get_bool, get_list, get_object, get_str, require_object
-from .openai_chat import check_tool_choice, render_error
-
-__all__ = ["parse_request", "render_response", "render_error", "Stream", "continue_from",
-           "conversation"]
+from .openai_chat import check_tool_choice, render_error  # noqa: F401 (errors: OpenAI's shape)
 
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"}
@@ -156,7 +153,7 @@ def parse_tools(body: dict, req: ChatRequest) -> tuple[str, ...]:
         kind = get_str(t, "type", path=path, required=True)
         if kind == "function":
             req.tools.append(Tool(get_str(t, "name", path=path, required=True),
-                                  get_str(t, "description", "", path=path) or "",
+                                  get_str(t, "description", "", path=path),
                                   get_object(t, "parameters", {"type": "object", "properties": {}},
                                              path=path)))
         elif kind in SERVER_TOOL_TYPES:
@@ -192,11 +189,10 @@ def parse_text_format(body: dict, req: ChatRequest) -> None:
     if kind == "json_object":
         req.response_schema = {}
     elif kind == "json_schema":
-        schema = get_object(fmt, "schema", path="text.format")
-        if schema is None:
+        req.response_schema = get_object(fmt, "schema", path="text.format")
+        if req.response_schema is None:
             raise bad_request("Missing required parameter: 'text.format.schema'.",
                               param="text.format.schema")
-        req.response_schema = schema
     elif kind != "text":
         raise bad_request(f"Invalid value for 'text.format.type': {kind!r} is not one of text, "
                           "json_object, json_schema.", param="text.format.type")
@@ -204,10 +200,10 @@ def parse_text_format(body: dict, req: ChatRequest) -> None:
 
 def parse_reasoning(body: dict, req: ChatRequest) -> str | None:
     effort = get_str(get_object(body, "reasoning", {}), "effort", path="reasoning")
-    if effort is not None and effort not in EFFORTS:
-        raise bad_request(f"Invalid value for 'reasoning.effort': {effort!r} is not one of "
-                          f"{', '.join(EFFORTS)}.", param="reasoning.effort")
     if effort is not None:
+        if effort not in EFFORTS:
+            raise bad_request(f"Invalid value for 'reasoning.effort': {effort!r} is not one of "
+                              f"{', '.join(EFFORTS)}.", param="reasoning.effort")
         req.enable_thinking = effort != "none"
     return effort
 
@@ -276,8 +272,8 @@ def server_item(ev: ToolExecuted) -> dict:
     try:
         args = json.loads(raw)
     except ValueError:
-        args = {}
-    arg = (lambda key: str(args.get(key, raw)) if isinstance(args, dict) else raw)
+        args = None
+    arg = (lambda key: str(args.get(key, raw)) if isinstance(args, dict) else raw)  # noqa: E731
     if ev.call.name == "python":
         return {"id": new_id("ci_"), "type": "code_interpreter_call", "status": "completed",
                 "code": arg("code"), "container_id": "local",
