@@ -20,7 +20,7 @@ from typing import AsyncIterator
 
 from .core import ApiError, Finish
 from .dialects import anthropic_messages, openai_chat, openai_responses
-from .http import Request, Response, StreamResponse, sse_event
+from .http import SSE_HEADERS, Request, Response, StreamResponse, sse_event
 from .responses_store import ResponseStore
 
 log = logging.getLogger("unsloth_min")
@@ -28,9 +28,6 @@ log = logging.getLogger("unsloth_min")
 PUBLIC = {"/health"}  # the only path answered without a key
 ID_PATHS = ("/v1/models/", "/v1/responses/")  # routes whose last segment is an {id}
 HEARTBEAT_S = 15.0  # a stream whose dialect has heartbeat() sends one after this much silence
-SSE_HEADERS = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache"),
-               ("X-Accel-Buffering", "no")]
-
 
 def json_response(status: int, payload, headers: list | None = None) -> Response:
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()

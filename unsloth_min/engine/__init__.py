@@ -59,6 +59,16 @@ class EngineOptions:
     max_queue: int = 64
 
 
+def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
+    """The worker thread's way into the event loop; a closed loop (shutdown) just drops events."""
+    def emit(ev) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, ev)
+        except RuntimeError:
+            pass
+    return emit
+
+
 class Engine:
     def __init__(self, opts: EngineOptions):
         self.model_id = opts.model_id
@@ -105,8 +115,7 @@ class Engine:
         max_tokens = min(sampling.max_tokens or room, room)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        seq = Sequence(prompt, sampling, max_tokens,
-                       emit=lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev))
+        seq = Sequence(prompt, sampling, max_tokens, emit=_emitter(loop, queue))
         self.scheduler.submit(seq)
         try:
             yield Started(len(prompt))

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import re
 
-SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+# X-Accel-Buffering: nginx (and proxies that copy it) would otherwise hold events back in a buffer.
+SSE_HEADERS = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache"),
+               ("X-Accel-Buffering", "no")]
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
