@@ -217,7 +217,7 @@ def echo(body: dict, req: ResponsesRequest, effort: str | None) -> dict:
     reasoning = get_object(body, "reasoning", {})
     return {
         "instructions": req.instructions, "max_output_tokens": req.sampling.max_tokens,
-        "max_tool_calls": None, "metadata": get_object(body, "metadata", {}),
+        "max_tool_calls": req.max_tool_calls, "metadata": get_object(body, "metadata", {}),
         "parallel_tool_calls": req.parallel_tool_calls,
         "previous_response_id": req.previous_response_id,
         "reasoning": {"effort": effort, "summary": reasoning.get("summary")},
