@@ -1,6 +1,7 @@
 """Shared fixtures: an in-process server over a scripted engine, and the real server as a process.
 
-`scripted_server` runs App + HttpServer on 127.0.0.1:0 in a thread with its own event loop.
+`scripted_server` runs App + HttpServer on 127.0.0.1:0 in a thread with its own event loop;
+`tool_server` is the same with the real server tools (kernels, bash, web_search) behind it.
 `real_server` starts `python -m unsloth_min` on the embedded SmolLM2-135M once per session, exactly
 as a user would (flags, key, SIGTERM at the end).
 """
@@ -24,6 +25,7 @@ from scripted import ScriptedEngine
 from unsloth_min.app import App
 from unsloth_min.auth import Authenticator
 from unsloth_min.http import HttpServer, Limits
+from unsloth_min.tools import ToolOptions, ToolRegistry
 
 KEY = "sk-unsloth-" + "0123456789abcdef" * 2
 
@@ -78,10 +80,8 @@ def sse_events(data: bytes) -> list[tuple[str | None, str]]:
     return out
 
 
-@pytest.fixture
-def scripted_server():
-    engine = ScriptedEngine()
-    app = App("scripted", Authenticator(None, [KEY]), engine)
+def serve_in_thread(app, engine):
+    """Run `app` on 127.0.0.1:0 in a thread with its own loop; yields the Running handle."""
     loop = asyncio.new_event_loop()
     server = HttpServer(app.handle, error_response=app.error_response,
                         limits=Limits(header_timeout=2, keepalive_timeout=5))
@@ -98,8 +98,24 @@ def scripted_server():
     started.wait(10)
     yield Running("127.0.0.1", server.port, KEY, engine, app, loop)
     asyncio.run_coroutine_threadsafe(server.shutdown(1.0), loop).result(10)
+    if app.tools is not None:
+        asyncio.run_coroutine_threadsafe(app.tools.close(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+
+
+@pytest.fixture
+def scripted_server():
+    engine = ScriptedEngine()
+    yield from serve_in_thread(App("scripted", Authenticator(None, [KEY]), engine), engine)
+
+
+@pytest.fixture
+def tool_server(tmp_path):
+    """The scripted server with the real server tools (short timeout) under a temporary home."""
+    engine = ScriptedEngine()
+    tools = ToolRegistry(ToolOptions(home=tmp_path, timeout=3.0, max_kernels=4))
+    yield from serve_in_thread(App("scripted", Authenticator(None, [KEY]), engine, tools=tools), engine)
 
 
 def free_port() -> int:
