@@ -130,14 +130,17 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start_server_process(tmp_home: str, *args: str) -> Running:
+def start_server_process(tmp_home: str, *args: str, main: list[str] | None = None) -> Running:
+    """`python -m unsloth_min ARGS` (or `python MAIN… ARGS`) on a free port, once healthy."""
     port = free_port()
-    env = dict(os.environ, UNSLOTH_MIN_HOME=tmp_home, PYTHONUNBUFFERED="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, first
+    env = dict(os.environ, UNSLOTH_MIN_HOME=tmp_home, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     # a file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server
     log = open(os.path.join(tmp_home, "server.log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "unsloth_min", "-p", str(port), "--api-key", KEY,
-                             *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=die_with_parent)
+    proc = subprocess.Popen([sys.executable, *(main or ["-m", "unsloth_min"]), "-p", str(port),
+                             "--api-key", KEY, *args], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     running = Running("127.0.0.1", port, KEY, proc=proc, log=log.name)
     deadline = time.time() + 120
     while time.time() < deadline:
