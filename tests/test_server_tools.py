@@ -43,6 +43,8 @@ def test_session_state_persists_and_sessions_are_isolated(tool_server):
                                "arguments": '{"code": "x + 1"}', "content": "42", "is_error": False}
     msg = body["choices"][0]["message"]
     assert msg["content"] == "ok" and "tool_calls" not in msg
+    # no client tools and no tool_choice: the model may still choose the server tools
+    assert [r.tool_choice for r in tool_server.engine.history[-2:]] == ["auto", "auto"]
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["completion_tokens"] == 3 + 1 and body["usage"]["prompt_tokens"] == 14
     other = result_of(ask(tool_server, "x", session="two"))
@@ -105,12 +107,19 @@ def test_bash_through_anthropic_and_responses_sdk_streams(tool_server):
     assert [b.type for b in final.content] == ["server_tool_use", "text"]
     assert final.content[0].input == {"command": "echo hi"} and final.stop_reason == "end_turn"
     assert [t.name for t in tool_server.engine.history[-1].tools] == ["bash"]
+    claude.messages.create(model="m", max_tokens=50, messages=[{"role": "user", "content": "x"}],
+                           tools=[{"type": "web_search_20250305", "name": "web_search"}])
+    assert tool_server.engine.history[-1].tool_choice == "auto"  # Anthropic's server tool type
     bash_round()
     gpt = openai.OpenAI(base_url=tool_server.base_url + "/v1", api_key=KEY, max_retries=0)
     with gpt.responses.stream(model="m", input="x", extra_body={"enable_tools": True}) as s:
         response = s.get_final_response()
     assert [item.type for item in response.output] == ["shell_call", "message"]
     assert response.output_text == "done" and response.status == "completed"
+    gpt.responses.create(model="m", input="x", tools=[{"type": "code_interpreter",
+                                                      "container": {"type": "auto"}}])
+    assert [t.name for t in tool_server.engine.history[-1].tools] == ["python"]
+    assert tool_server.engine.history[-1].tool_choice == "auto"
 
 
 def test_per_request_cap_and_plain_requests_untouched(tool_server):

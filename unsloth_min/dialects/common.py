@@ -51,4 +51,13 @@ def apply_extensions(body: dict, req: ChatRequest) -> ChatRequest:
     req.enabled_tools = tuple(dict.fromkeys(names)) or (SERVER_TOOLS if req.enable_tools else ())
     req.session_id = get_str(body, "session_id")
     req.max_tool_calls = get_number(body, "max_tool_calls", lo=0, integer=True)
+    default_tool_choice(body, req)
     return req
+
+
+def default_tool_choice(body: dict, req: ChatRequest) -> None:
+    """Without a `tool_choice`, server tools let the model choose (`auto`), even when there are
+    no client tools (for which each dialect's default is `none`). Call again wherever a dialect
+    turns server tools on after `apply_extensions`."""
+    if req.enable_tools and body.get("tool_choice") is None:
+        req.tool_choice = "auto"
