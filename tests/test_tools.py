@@ -67,6 +67,10 @@ def test_python_crash_timeout_and_recovery(tools):
     env = execute(tools, "python", s, code="import os; print(sorted(os.environ)); print(os.getcwd())")
     assert "KEY" not in env.content and "TOKEN" not in env.content
     assert env.content.splitlines()[-1] == str(s.folder)
+    deaf = execute(tools, "python", s, code="import signal, time\n"
+                   "signal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)")
+    assert deaf.is_error and "did not stop when interrupted" in deaf.content
+    assert execute(tools, "python", s, code="1 + 1").content == "2"  # a fresh kernel again
 
 
 def test_python_output_is_capped_and_images_named(tools):

@@ -6,7 +6,8 @@ runs the tool (python: a Jupyter kernel per session; bash: a sandboxed subproces
 HTTP search backend) and returns an `Outcome` — text for the model, never an exception: a tool that
 fails, times out or is misused is something the model should read about and react to.
 A `Session` is a working folder under `$UNSLOTH_MIN_HOME/sessions/` plus, for python, a kernel; a
-request without `session_id` gets a throw-away one that `release()` removes after the request.
+request without `session_id` gets a throw-away one that `release()` removes after the request;
+a named session's folder stays (its files outlive the kernel, which is reaped when idle).
 
 Does not: decide when to call a tool (agent.py), or render results for a client (dialects/).
 Tools run as the server's user (bash drops to `nobody` when the server is root); a key given with
