@@ -1,6 +1,7 @@
 """Shared fixtures: an in-process server over a scripted engine, and the real server as a process.
 
-`scripted_server` runs App + HttpServer on 127.0.0.1:0 in a thread with its own event loop.
+`scripted_server` runs App + HttpServer on 127.0.0.1:0 in a thread with its own event loop;
+`tool_server` is the same with the real server tools (kernels, bash, web_search) behind it.
 `real_server` starts `python -m unsloth_min` on the embedded SmolLM2-135M once per session, exactly
 as a user would (flags, key, SIGTERM at the end).
 """
@@ -24,6 +25,7 @@ from scripted import ScriptedEngine
 from unsloth_min.app import App
 from unsloth_min.auth import Authenticator
 from unsloth_min.http import HttpServer, Limits
+from unsloth_min.tools import ToolOptions, ToolRegistry
 
 KEY = "sk-unsloth-" + "0123456789abcdef" * 2
 
@@ -78,10 +80,8 @@ def sse_events(data: bytes) -> list[tuple[str | None, str]]:
     return out
 
 
-@pytest.fixture
-def scripted_server():
-    engine = ScriptedEngine()
-    app = App("scripted", Authenticator(None, [KEY]), engine)
+def serve_in_thread(app, engine):
+    """Run `app` on 127.0.0.1:0 in a thread with its own loop; yields the Running handle."""
     loop = asyncio.new_event_loop()
     server = HttpServer(app.handle, error_response=app.error_response,
                         limits=Limits(header_timeout=2, keepalive_timeout=5))
@@ -98,8 +98,24 @@ def scripted_server():
     started.wait(10)
     yield Running("127.0.0.1", server.port, KEY, engine, app, loop)
     asyncio.run_coroutine_threadsafe(server.shutdown(1.0), loop).result(10)
+    if app.tools is not None:
+        asyncio.run_coroutine_threadsafe(app.tools.close(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+
+
+@pytest.fixture
+def scripted_server():
+    engine = ScriptedEngine()
+    yield from serve_in_thread(App("scripted", Authenticator(None, [KEY]), engine), engine)
+
+
+@pytest.fixture
+def tool_server(tmp_path):
+    """The scripted server with the real server tools (short timeout) under a temporary home."""
+    engine = ScriptedEngine()
+    tools = ToolRegistry(ToolOptions(home=tmp_path, timeout=3.0, max_kernels=4))
+    yield from serve_in_thread(App("scripted", Authenticator(None, [KEY]), engine, tools=tools), engine)
 
 
 def free_port() -> int:
@@ -114,14 +130,17 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start_server_process(tmp_home: str, *args: str) -> Running:
+def start_server_process(tmp_home: str, *args: str, main: list[str] | None = None) -> Running:
+    """`python -m unsloth_min ARGS` (or `python MAIN… ARGS`) on a free port, once healthy."""
     port = free_port()
-    env = dict(os.environ, UNSLOTH_MIN_HOME=tmp_home, PYTHONUNBUFFERED="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, first
+    env = dict(os.environ, UNSLOTH_MIN_HOME=tmp_home, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     # a file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server
     log = open(os.path.join(tmp_home, "server.log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "unsloth_min", "-p", str(port), "--api-key", KEY,
-                             *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=die_with_parent)
+    proc = subprocess.Popen([sys.executable, *(main or ["-m", "unsloth_min"]), "-p", str(port),
+                             "--api-key", KEY, *args], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     running = Running("127.0.0.1", port, KEY, proc=proc, log=log.name)
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import AsyncIterator
 
+from . import agent
 from .core import ApiError, Finish
 from .dialects import anthropic_messages, openai_chat, openai_responses
 from .http import SSE_HEADERS, Request, Response, StreamResponse, sse_event
@@ -55,10 +56,13 @@ def error_shape(path: str):
 
 
 class App:
-    def __init__(self, model_id: str, auth, engine=None):
+    def __init__(self, model_id: str, auth, engine=None, tools=None,
+                 max_tool_calls: int = agent.DEFAULT_MAX_CALLS):
         self.model_id = model_id
         self.auth = auth
         self.engine = engine  # None while the model loads: /health says so, chat routes 503
+        self.tools = tools  # a ToolRegistry; None: requests with enable_tools get no server tools
+        self.max_tool_calls = max_tool_calls
         self.created = int(time.time())
         self.heartbeat_s = HEARTBEAT_S
         self.responses = ResponseStore()
@@ -178,7 +182,7 @@ class App:
     async def answer(self, request: Request, req, stream, render, keep=None):
         """Generate `req`: `render(events)` as one JSON body, or `stream`'s SSE events; `keep`
         gets the final JSON (the stream's `response`) once it is complete."""
-        events = self._engine().generate(req)
+        events = self.generate(req)
         if not req.stream:
             payload = render(await self.collect(request, events))
             if keep:
@@ -188,6 +192,13 @@ class App:
         on_finish = (lambda: keep(stream.response)) if keep else None
         body = ClosingBody(self.sse(request, first, events, stream, on_finish), events)
         return StreamResponse(200, list(SSE_HEADERS), body)
+
+    def generate(self, req):
+        """The engine's events; with server tools asked for, the agent's loop around the engine."""
+        engine = self._engine()
+        if self.tools is not None and agent.wants_tools(req):
+            return agent.run(engine, self.tools, req, self.max_tool_calls)
+        return engine.generate(req)
 
     async def collect(self, request: Request, events: AsyncIterator) -> list:
         out = []

@@ -2,7 +2,7 @@
 
 Strategy: bind the port first (so /health can say "loading"), load the model in a thread, then
 serve until SIGINT/SIGTERM, when the server stops accepting, lets streams finish briefly, cancels
-the rest and frees the model. The one key minted on a first start goes to stdout, never the log.
+the rest, shuts every tool process down and frees the model. The one key minted on a first start goes to stdout, never the log.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .core import Sampling
 from .engine import Engine, EngineOptions, embedded_model_path
 from .engine.model import ModelParams
 from .http import HttpServer
+from .tools import ToolOptions, ToolRegistry
 
 log = logging.getLogger("unsloth_min")
 SHUTDOWN_GRACE = 5.0  # seconds an in-flight response gets after SIGTERM before it is cancelled
@@ -40,9 +41,18 @@ def engine_options(cfg: Config) -> EngineOptions:
         reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue)
 
 
-async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None) -> None:
+def tool_options(cfg: Config) -> ToolOptions:
+    return ToolOptions(home=default_home(), timeout=cfg.tool_timeout, search_url=cfg.search_url,
+                       bash_network=cfg.bash_network == "on", max_kernels=cfg.max_kernels,
+                       session_idle=cfg.session_idle)
+
+
+async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
+                make_engine=Engine) -> None:
+    """Serve until SIGINT/SIGTERM. `make_engine(EngineOptions)` builds the engine (tests script it)."""
     opts = engine_options(cfg)
-    app = App(opts.model_id, auth)
+    tools = ToolRegistry(tool_options(cfg))
+    app = App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls)
     server = HttpServer(app.handle, error_response=app.error_response)
     await server.start(cfg.host, cfg.port)
     stop = asyncio.Event()
@@ -51,13 +61,14 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None) ->
         loop.add_signal_handler(sig, stop.set)
     serving = asyncio.create_task(server.serve_forever())
     try:
-        app.engine = await asyncio.to_thread(Engine, opts)
+        app.engine = await asyncio.to_thread(make_engine, opts)
         banner(cfg, server, app.engine, new_key)
         await stop.wait()
     finally:
         log.info("shutting down")
         await server.shutdown(SHUTDOWN_GRACE)
         serving.cancel()
+        await tools.close()  # every kernel; bash calls ended with their cancelled requests
         if app.engine is not None:
             await asyncio.to_thread(app.engine.close)
 

@@ -30,6 +30,13 @@ class Config:
     chat_template: str | None = None
     max_queue: int = 64
     log_level: str = "info"
+    # server tools (SPEC "Server tools")
+    max_tool_calls: int = 10
+    tool_timeout: float = 30.0
+    search_url: str | None = None   # a SearXNG base URL; None → DuckDuckGo's HTML endpoint
+    bash_network: str = "on"
+    max_kernels: int = 8
+    session_idle: float = 1800.0
 
 
 def _positive(kind):
@@ -76,11 +83,36 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-queue", type=_positive(int), default=d.max_queue,
       help="requests waiting for a free sequence before 503 (default %(default)s)")
     a("--log-level", default=d.log_level, choices=("debug", "info", "warning", "error"))
+    add_tool_flags(p, d)
     return p
+
+
+def add_tool_flags(p: argparse.ArgumentParser, d: Config) -> None:
+    g = p.add_argument_group("server tools", "python, bash and web_search, run for requests with "
+                             "enable_tools (SPEC: Server tools)")
+    a = g.add_argument
+    a("--max-tool-calls", type=_positive(int), default=d.max_tool_calls,
+      help="server tool calls per request before the model must answer (default %(default)s; "
+           "a request's max_tool_calls may lower it)")
+    a("--tool-timeout", type=_positive(float), default=d.tool_timeout,
+      help="wall-clock seconds per tool call (default %(default)s)")
+    a("--search-url", default=d.search_url, metavar="URL",
+      help="SearXNG instance for web_search (default: DuckDuckGo's HTML endpoint)")
+    a("--bash-network", choices=("on", "off"), default=d.bash_network,
+      help="off: bash runs without network (unshare -rn), or not at all where that fails "
+           "(default %(default)s)")
+    a("--max-kernels", type=_positive(int), default=d.max_kernels,
+      help="live Python kernels at most; the least recently used idle one makes room "
+           "(default %(default)s)")
+    a("--session-idle", type=_positive(float), default=d.session_idle, metavar="SECONDS",
+      help="a session's Python kernel is shut down after this long without a call "
+           "(default %(default)s)")
 
 
 def parse_config(argv: list[str]) -> Config:
     ns = build_parser().parse_args(argv)
     if ns.parallel < 1:
         build_parser().error("--parallel must be at least 1")
+    if ns.max_kernels < 1 or ns.tool_timeout <= 0:
+        build_parser().error("--max-kernels must be at least 1 and --tool-timeout above 0")
     return Config(**vars(ns))

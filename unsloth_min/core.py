@@ -126,6 +126,7 @@ class ChatRequest:
     enable_tools: bool = False
     enabled_tools: tuple[str, ...] = ()
     session_id: str | None = None
+    max_tool_calls: int | None = None  # None → the server's --max-tool-calls
 
 
 # ---- events --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import json
 from ..core import (ApiError, ChatRequest, Finish, Image, Message, Reasoning, ReasoningDelta, Started,
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
                     bad_request, new_id)
-from .common import apply_extensions, parse_sampling
+from .common import apply_extensions, default_tool_choice, parse_sampling
 from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
 from .openai_chat import check_tool_choice
 
@@ -58,6 +58,7 @@ def parse_request(body: dict, *, counting: bool = False) -> ChatRequest:
     if server_tools:
         req.enable_tools = True
         req.enabled_tools = tuple(dict.fromkeys(req.enabled_tools + server_tools))
+        default_tool_choice(body, req)
     check_tool_choice(req)
     return req
 

@@ -32,7 +32,8 @@ def parse_sampling(body: dict, max_keys: tuple[str, ...], stop: tuple[str, ...])
 
 
 def apply_extensions(body: dict, req: ChatRequest) -> ChatRequest:
-    """SPEC's extra fields: enable_thinking (+ chat_template_kwargs), server tools, session_id."""
+    """SPEC's extra fields: enable_thinking (+ chat_template_kwargs), server tools, session_id,
+    max_tool_calls (a request may lower the server's cap on server tool calls)."""
     kwargs = body.get("chat_template_kwargs")
     if kwargs is not None:
         if not isinstance(kwargs, dict):
@@ -49,4 +50,14 @@ def apply_extensions(body: dict, req: ChatRequest) -> ChatRequest:
                           f"(known: {', '.join(SERVER_TOOLS)}, terminal).", param="enabled_tools")
     req.enabled_tools = tuple(dict.fromkeys(names)) or (SERVER_TOOLS if req.enable_tools else ())
     req.session_id = get_str(body, "session_id")
+    req.max_tool_calls = get_number(body, "max_tool_calls", lo=0, integer=True)
+    default_tool_choice(body, req)
     return req
+
+
+def default_tool_choice(body: dict, req: ChatRequest) -> None:
+    """Without a `tool_choice`, server tools let the model choose (`auto`), even when there are
+    no client tools (for which each dialect's default is `none`). Call again wherever a dialect
+    turns server tools on after `apply_extensions`."""
+    if req.enable_tools and body.get("tool_choice") is None:
+        req.tool_choice = "auto"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..core import (ApiError, ChatRequest, Finish, Image, Message, Reasoning, ReasoningDelta, Started,
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
                     bad_request, new_id)
-from .common import apply_extensions, parse_sampling
+from .common import apply_extensions, default_tool_choice, parse_sampling
 from .fields import get_bool, get_list, get_object, get_str, require_object
 from .openai_chat import check_tool_choice, render_error  # noqa: F401 (errors: OpenAI's shape)
 
@@ -67,6 +67,7 @@ def parse_request(body: dict) -> ResponsesRequest:
     if server_tools:
         req.enable_tools = True
         req.enabled_tools = tuple(dict.fromkeys(req.enabled_tools + server_tools))
+        default_tool_choice(body, req)
     check_tool_choice(req)
     req.echo = echo(body, req, effort)
     return req
@@ -213,7 +214,7 @@ def echo(body: dict, req: ResponsesRequest, effort: str | None) -> dict:
     reasoning = get_object(body, "reasoning", {})
     return {
         "instructions": req.instructions, "max_output_tokens": req.sampling.max_tokens,
-        "max_tool_calls": None, "metadata": get_object(body, "metadata", {}),
+        "max_tool_calls": req.max_tool_calls, "metadata": get_object(body, "metadata", {}),
         "parallel_tool_calls": req.parallel_tool_calls,
         "previous_response_id": req.previous_response_id,
         "reasoning": {"effort": effort, "summary": reasoning.get("summary")},
