@@ -19,6 +19,7 @@ from typing import AsyncIterator
 from .core import ApiError, Finish
 from .dialects import anthropic_messages, openai_chat, openai_responses
 from .http import Request, Response, StreamResponse, sse_event
+from .media import MediaLimits, load_images
 from .responses_store import ResponseStore
 
 log = logging.getLogger("unsloth_min")
@@ -56,10 +57,11 @@ def error_shape(path: str):
 
 
 class App:
-    def __init__(self, model_id: str, auth, engine=None):
+    def __init__(self, model_id: str, auth, engine=None, media: MediaLimits = MediaLimits()):
         self.model_id = model_id
         self.auth = auth
         self.engine = engine  # None while the model loads: /health says so, chat routes 503
+        self.media = media
         self.created = int(time.time())
         self.heartbeat_s = HEARTBEAT_S
         self.responses = ResponseStore()
@@ -133,6 +135,12 @@ class App:
                            headers=[("Retry-After", "1")])
         return self.engine
 
+    async def _engine_for(self, req):
+        """The engine, once `req`'s remote images are fetched (only if the model can see them)."""
+        engine = self._engine()
+        await load_images(req, self.media, getattr(engine, "accepts_images", False))
+        return engine
+
     async def chat(self, request: Request):
         return await self.complete(request, openai_chat)
 
@@ -141,7 +149,8 @@ class App:
 
     async def count_tokens(self, request: Request) -> Response:
         req = anthropic_messages.parse_count_request(parse_json_body(request))
-        return json_response(200, {"input_tokens": self._engine().count_tokens(req)})
+        engine = await self._engine_for(req)
+        return json_response(200, {"input_tokens": await asyncio.to_thread(engine.count_tokens, req)})
 
     async def create_response(self, request: Request):
         """Responses: the stored conversation goes first; the answer is stored unless store=false."""
@@ -177,7 +186,7 @@ class App:
     async def answer(self, request: Request, req, stream, render, keep=None):
         """Generate `req`: `render(events)` as one JSON body, or `stream`'s SSE events; `keep`
         gets the final JSON (the stream's `response`) once it is complete."""
-        events = self._engine().generate(req)
+        events = (await self._engine_for(req)).generate(req)
         if not req.stream:
             payload = render(await self.collect(request, events))
             if keep:
