@@ -14,6 +14,7 @@ from unsloth_min import media
 from unsloth_min.core import ApiError, Image, Message, Text
 from unsloth_min.dialects import anthropic_messages, openai_chat, openai_responses
 from unsloth_min.engine.template import message_dict
+from unsloth_min.engine.vision import pseudo_tokens
 from unsloth_min.media import FetchError, MediaLimits
 
 CHAT = "/v1/chat/completions"
@@ -81,7 +82,7 @@ def test_anthropic_image_blocks():
     b64 = base64.b64encode(PIXEL).decode()
     assert parse({"type": "base64", "media_type": "image/png", "data": b64}) == Image(
         data=PIXEL, media_type="image/png")
-    assert parse({"type": "url", "url": "https://example.com/c.jpg"}) == Image(url="https://example.com/c.jpg")
+    assert parse({"type": "url", "url": "https://x.com/c.jpg"}) == Image(url="https://x.com/c.jpg")
     not_image = base64.b64encode(b"text, not pixels").decode()
     raises_400(lambda: parse({"type": "base64", "media_type": "image/png", "data": not_image}),
                "messages[0].content[0].source.data")
@@ -96,6 +97,13 @@ def test_responses_input_image():
     assert parse(data_uri(GRADIENT)) == Image(data=GRADIENT, media_type="image/png")
     assert parse("http://127.0.0.1/x.png") == Image(url="http://127.0.0.1/x.png")
     raises_400(lambda: parse("data:image/png;base64,AAAA"), "input[0].content[1].image_url")
+
+
+def test_image_identity_in_prompts():
+    """An image's positions in a prompt: negative (never a token), distinct, equal only for equal ids."""
+    a = pseudo_tokens(b"sha-of-a", 64)
+    assert a == pseudo_tokens(b"sha-of-a", 64) and len(set(a)) == 64 and max(a) < 0
+    assert not set(a) & set(pseudo_tokens(b"sha-of-b", 64))
 
 
 def test_template_marks_where_images_stood():
