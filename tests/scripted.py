@@ -15,6 +15,7 @@ from unsloth_min.core import ApiError, ChatRequest, Finish, Started, TextDelta, 
 class ScriptedEngine:
     model_id = "scripted"
     n_ctx = 4096
+    accepts_images = False  # True: the app fetches URL images before generate(), as for --mmproj
 
     def __init__(self):
         self.script: collections.deque = collections.deque()

@@ -10,6 +10,7 @@ import anthropic
 import pytest
 
 from conftest import KEY, sse_events
+from images import PIXEL
 from unsloth_min.core import (ApiError, Finish, Image, Reasoning, ReasoningDelta, Text, ToolCall,
                               ToolCallDelta, ToolExecuted, ToolResult, Usage)
 
@@ -106,7 +107,7 @@ def test_server_tool_blocks(scripted_server):
 
 
 def test_request_reaches_the_engine(scripted_server):
-    png = base64.b64encode(b"\x89PNG fake").decode()
+    png = base64.b64encode(PIXEL).decode()
     body = {
         "model": "m", "max_tokens": 9, "temperature": 0.5, "top_p": 0.9, "top_k": 20,
         "stop_sequences": ["END"], "metadata": {"user_id": "u"}, "thinking": {"type": "disabled"},
@@ -133,7 +134,7 @@ def test_request_reaches_the_engine(scripted_server):
     assert (s.max_tokens, s.temperature, s.top_p, s.top_k, s.stop) == (9, 0.5, 0.9, 20, ("END",))
     assert [m.role for m in req.messages] == ["system", "user", "assistant", "tool", "user", "assistant"]
     assert req.messages[0].text == "Be brief.\nBe kind."
-    assert req.messages[1].parts == [Text("look"), Image(data=b"\x89PNG fake", media_type="image/png")]
+    assert req.messages[1].parts == [Text("look"), Image(data=PIXEL, media_type="image/png")]
     assert req.messages[2].parts == [Reasoning("t"), ToolCall("toolu_a", "get_weather", '{"city": "Oslo"}')]
     assert req.messages[3].parts == [ToolResult("toolu_a", "cold")]
     assert req.messages[5].text == "It is"  # a prefill: the engine continues it

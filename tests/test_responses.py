@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from conftest import KEY, sse_events
+from images import PIXEL, data_uri
 from unsloth_min.core import (Finish, Image, Message, Reasoning, ReasoningDelta, Text, ToolCall,
                               ToolCallDelta, ToolExecuted, ToolResult, Usage)
 from unsloth_min.responses_store import ResponseStore
@@ -150,7 +151,7 @@ def test_input_items_reach_the_engine(scripted_server):
             {"role": "developer", "content": "Use metric."},
             {"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "Weather?"},
-                {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
+                {"type": "input_image", "image_url": data_uri(PIXEL)}]},
             {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text",
                                                                           "text": "think"}]},
             {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
@@ -164,7 +165,7 @@ def test_input_items_reach_the_engine(scripted_server):
     assert [m.role for m in req.messages] == ["system", "system", "user", "assistant", "tool",
                                               "assistant", "user"]
     assert req.messages[0].text == "Be brief." and req.messages[1].text == "Use metric."
-    assert req.messages[2].parts == [Text("Weather?"), Image(url="data:image/png;base64,AAAA")]
+    assert req.messages[2].parts == [Text("Weather?"), Image(data=PIXEL, media_type="image/png")]
     assert req.messages[3].parts == [Reasoning("think"), ToolCall("call_1", "get_weather", "{}")]
     assert req.messages[4].parts == [ToolResult("call_1", "cold", "get_weather")]
     s = req.sampling

@@ -22,6 +22,7 @@ from . import agent
 from .core import ApiError, Finish
 from .dialects import anthropic_messages, openai_chat, openai_responses
 from .http import SSE_HEADERS, Request, Response, StreamResponse, sse_event
+from .media import MediaLimits, load_images
 from .responses_store import ResponseStore
 
 log = logging.getLogger("unsloth_min")
@@ -57,12 +58,14 @@ def error_shape(path: str):
 
 class App:
     def __init__(self, model_id: str, auth, engine=None, tools=None,
-                 max_tool_calls: int = agent.DEFAULT_MAX_CALLS):
+                 max_tool_calls: int = agent.DEFAULT_MAX_CALLS,
+                 media: MediaLimits = MediaLimits()):
         self.model_id = model_id
         self.auth = auth
         self.engine = engine  # None while the model loads: /health says so, chat routes 503
         self.tools = tools  # a ToolRegistry; None: requests with enable_tools get no server tools
         self.max_tool_calls = max_tool_calls
+        self.media = media
         self.created = int(time.time())
         self.heartbeat_s = HEARTBEAT_S
         self.responses = ResponseStore()
@@ -136,6 +139,12 @@ class App:
                            headers=[("Retry-After", "1")])
         return self.engine
 
+    async def _engine_for(self, req):
+        """The engine, once `req`'s remote images are fetched (only if the model can see them)."""
+        engine = self._engine()
+        await load_images(req, self.media, getattr(engine, "accepts_images", False))
+        return engine
+
     async def chat(self, request: Request):
         return await self.complete(request, openai_chat)
 
@@ -144,7 +153,8 @@ class App:
 
     async def count_tokens(self, request: Request) -> Response:
         req = anthropic_messages.parse_count_request(parse_json_body(request))
-        return json_response(200, {"input_tokens": self._engine().count_tokens(req)})
+        engine = await self._engine_for(req)
+        return json_response(200, {"input_tokens": await asyncio.to_thread(engine.count_tokens, req)})
 
     async def create_response(self, request: Request):
         """Responses: the stored conversation goes first; the answer is stored unless store=false."""
@@ -182,7 +192,7 @@ class App:
     async def answer(self, request: Request, req, stream, render, keep=None):
         """Generate `req`: `render(events)` as one JSON body, or `stream`'s SSE events; `keep`
         gets the final JSON (the stream's `response`) once it is complete."""
-        events = self.generate(req)
+        events = await self.generate(req)
         if not req.stream:
             payload = render(await self.collect(request, events))
             if keep:
@@ -193,9 +203,10 @@ class App:
         body = ClosingBody(self.sse(request, first, events, stream, on_finish), events)
         return StreamResponse(200, list(SSE_HEADERS), body)
 
-    def generate(self, req):
-        """The engine's events; with server tools asked for, the agent's loop around the engine."""
-        engine = self._engine()
+    async def generate(self, req):
+        """The engine's events (once `req`'s images are loaded); with server tools asked for, the
+        agent's loop around the engine."""
+        engine = await self._engine_for(req)
         if self.tools is not None and agent.wants_tools(req):
             return agent.run(engine, self.tools, req, self.max_tool_calls)
         return engine.generate(req)

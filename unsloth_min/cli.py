@@ -20,6 +20,7 @@ from .engine import Engine, EngineOptions, embedded_model_path
 from .engine.model import ModelParams
 from .http import HttpServer
 from .tools import ToolOptions, ToolRegistry
+from .media import MediaLimits
 
 log = logging.getLogger("unsloth_min")
 SHUTDOWN_GRACE = 5.0  # seconds an in-flight response gets after SIGTERM before it is cancelled
@@ -38,7 +39,8 @@ def engine_options(cfg: Config) -> EngineOptions:
                            n_gpu_layers=cfg.n_gpu_layers, n_threads=cfg.threads),
         defaults=Sampling(temperature=cfg.temp, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
                           max_tokens=cfg.max_tokens),
-        reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue)
+        reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue,
+        mmproj=cfg.mmproj)
 
 
 def tool_options(cfg: Config) -> ToolOptions:
@@ -52,7 +54,8 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
     """Serve until SIGINT/SIGTERM. `make_engine(EngineOptions)` builds the engine (tests script it)."""
     opts = engine_options(cfg)
     tools = ToolRegistry(tool_options(cfg))
-    app = App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls)
+    app = App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls,
+              media=MediaLimits(max_images=cfg.max_images))
     server = HttpServer(app.handle, error_response=app.error_response)
     await server.start(cfg.host, cfg.port)
     stop = asyncio.Event()
@@ -76,9 +79,10 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
 def banner(cfg: Config, server, engine: Engine, new_key: str | None) -> None:
     host = f"[{server.host}]" if ":" in server.host else server.host
     hint = "key: the one printed above" if new_key else "keys: python -m unsloth_min keys list"
+    vision = f", vision: {os.path.basename(cfg.mmproj)}" if cfg.mmproj else ""
     print(f"unsloth_min: serving {engine.model_id} on http://{host}:{server.port}/v1 "
-          f"(ctx {engine.n_ctx}, {cfg.parallel} slots, {engine.model.n_threads} threads; {hint})",
-          flush=True)
+          f"(ctx {engine.n_ctx}, {cfg.parallel} slots, {engine.model.n_threads} threads{vision}; "
+          f"{hint})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ class Config:
     api_key: list[str] = field(default_factory=list)
     chat_template: str | None = None
     max_queue: int = 64
+    max_images: int = 16            # per request (media.MAX_IMAGES)
     log_level: str = "info"
     # server tools (SPEC "Server tools")
     max_tool_calls: int = 10
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("-H", "--host", default=d.host, help="address to bind (default %(default)s: this machine only)")
     a("-p", "--port", type=int, default=d.port, help="port (default %(default)s)")
     a("-m", "--model", default=d.model, help="path of a .gguf model (default: embedded SmolLM2-135M)")
-    a("--mmproj", default=d.mmproj, help="vision projector .gguf for multimodal models")
+    a("--mmproj", default=d.mmproj, metavar="FILE",
+      help="vision projector .gguf matching the model: images are then seen, not dropped")
     a("--alias", default=d.alias, help="model id shown in /v1/models (default: the file's stem)")
     a("-c", "--ctx-size", type=_positive(int), default=d.ctx_size,
       help="tokens per sequence; the KV cache holds ctx-size x parallel (default: the model's training context)")
@@ -82,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="Jinja chat template file used instead of the one inside the GGUF")
     a("--max-queue", type=_positive(int), default=d.max_queue,
       help="requests waiting for a free sequence before 503 (default %(default)s)")
+    a("--max-images", type=_positive(int), default=d.max_images,
+      help="images allowed in one request, inline or by URL (default %(default)s)")
     a("--log-level", default=d.log_level, choices=("debug", "info", "warning", "error"))
     add_tool_flags(p, d)
     return p

@@ -39,10 +39,12 @@ class Text:
 
 @dataclass(frozen=True)
 class Image:
-    """An image to show the model: raw bytes once fetched/decoded, or a URL still to fetch."""
+    """An image to show the model: raw bytes once fetched/decoded, or a URL still to fetch.
+    `where` names the request field it came from (`messages[0].content[1]`), for error messages."""
     data: bytes | None = None
     url: str | None = None
     media_type: str | None = None
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

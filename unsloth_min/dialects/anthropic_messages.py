@@ -13,13 +13,12 @@ check `thinking.budget_tokens`, or keep images inside tool results (only their t
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 
-from ..core import (ApiError, ChatRequest, Finish, Image, Message, Reasoning, ReasoningDelta, Started,
+from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, ReasoningDelta, Started,
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
                     bad_request, new_id)
+from ..media import image_from_base64, image_from_url
 from .common import apply_extensions, default_tool_choice, parse_sampling
 from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
 from .openai_chat import check_tool_choice
@@ -147,7 +146,8 @@ def _image(b: dict, path: str):
     src = require_object(b.get("source"), f"{path}.source")
     kind = get_str(src, "type", path=f"{path}.source", required=True)
     if kind == "url":
-        return Image(url=get_str(src, "url", path=f"{path}.source", required=True))
+        return image_from_url(get_str(src, "url", path=f"{path}.source", required=True),
+                              f"{path}.source.url")
     if kind != "base64":
         raise bad_request(f"Invalid value for '{path}.source.type': {kind!r} is not one of base64, "
                           "url.", param=f"{path}.source.type")
@@ -155,13 +155,8 @@ def _image(b: dict, path: str):
     if media not in IMAGE_TYPES:
         raise bad_request(f"Invalid value for '{path}.source.media_type': {media!r} is not one of "
                           f"{', '.join(IMAGE_TYPES)}.", param=f"{path}.source.media_type")
-    try:
-        data = base64.b64decode(get_str(src, "data", path=f"{path}.source", required=True),
-                                validate=True)
-    except (binascii.Error, ValueError):
-        raise bad_request(f"Invalid '{path}.source.data': not valid base64.",
-                          param=f"{path}.source.data") from None
-    return Image(data=data, media_type=media)
+    return image_from_base64(get_str(src, "data", path=f"{path}.source", required=True),
+                             f"{path}.source.data")
 
 
 # block type → (parser, roles that may send it); redacted thinking is Anthropic-encrypted: dropped

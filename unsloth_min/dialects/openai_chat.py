@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import time
 
-from ..core import (ApiError, ChatRequest, Finish, Image, Message, Reasoning, ReasoningDelta, Started,
+from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, ReasoningDelta, Started,
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
                     bad_request, new_id)
+from ..media import image_from_url
 from .common import apply_extensions, parse_sampling
 from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
 
@@ -84,9 +85,11 @@ def parse_part(part, path: str, role: str):
         return Text(get_str(part, key, "", path=path, required=True))
     if kind == "image_url" and role == "user":
         image = part.get("image_url")
-        url = image if isinstance(image, str) else get_str(require_object(image, f"{path}.image_url"),
-                                                            "url", path=f"{path}.image_url", required=True)
-        return Image(url=url)
+        if isinstance(image, str):
+            return image_from_url(image, f"{path}.image_url")
+        image = require_object(image, f"{path}.image_url")
+        url = get_str(image, "url", path=f"{path}.image_url", required=True)
+        return image_from_url(url, f"{path}.image_url.url")
     raise bad_request(f"Invalid value for '{path}.type': {kind!r} is not supported here.",
                       param=f"{path}.type")
 

@@ -19,9 +19,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from ..core import (ApiError, ChatRequest, Finish, Image, Message, Reasoning, ReasoningDelta, Started,
+from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, ReasoningDelta, Started,
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
                     bad_request, new_id)
+from ..media import image_from_url
 from .common import apply_extensions, default_tool_choice, parse_sampling
 from .fields import get_bool, get_list, get_object, get_str, require_object
 from .openai_chat import check_tool_choice, render_error  # noqa: F401 (errors: OpenAI's shape)
@@ -126,7 +127,7 @@ def parse_part(part, path: str):
     if kind in TEXT_PARTS:
         return Text(get_str(part, TEXT_PARTS[kind], path=path, required=True))
     if kind == "input_image" and part.get("image_url") is not None:
-        return Image(url=get_str(part, "image_url", path=path))
+        return image_from_url(get_str(part, "image_url", path=path), f"{path}.image_url")
     raise bad_request(f"Invalid value for '{path}.type': {kind!r} is not supported here"
                       f"{' (send image_url)' if kind == 'input_image' else ''}.", param=f"{path}.type")
 

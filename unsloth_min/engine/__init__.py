@@ -4,6 +4,9 @@ Strategy: `Engine.generate()` renders the chat template, tokenizes, checks the c
 `Sequence` on the scheduler's worker thread and yields `Started` at once (so the caller can commit
 to a response before the first token), then every event the worker emits. Closing the iterator
 (client gone, task cancelled) cancels the sequence: the worker drops it before its next token.
+With `--mmproj` a prompt with images is tokenized by the projector (vision.py), off the event loop,
+into token ids plus image chunks the worker evaluates; without one, images are dropped with a
+warning, once per request.
 
 Does not: know HTTP or any dialect's wire format. `ScriptedEngine` (tests) has the same interface.
 """
@@ -20,6 +23,7 @@ from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Starte
 from .model import Model, ModelParams
 from .scheduler import Scheduler, Sequence
 from .template import CHATML, ChatTemplate
+from .vision import MediaChunk, Vision
 
 log = logging.getLogger("unsloth_min.engine")
 
@@ -41,6 +45,10 @@ def embedded_model_path() -> str:
     raise FileNotFoundError(f"no .gguf file in {folder}")
 
 
+def images_of(req: ChatRequest) -> list[Image]:
+    return [p for m in req.messages for p in m.parts if isinstance(p, Image)]
+
+
 def context_error(n_prompt: int, n_ctx: int) -> ApiError:
     return ApiError(400, "invalid_request_error",
                     f"prompt is too long: {n_prompt} tokens > {n_ctx - 1} maximum "
@@ -57,6 +65,7 @@ class EngineOptions:
     reasoning: bool = True
     chat_template: str | None = None  # source text overriding the GGUF's
     max_queue: int = 64
+    mmproj: str | None = None  # vision projector GGUF
 
 
 def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
@@ -81,31 +90,59 @@ class Engine:
             log.warning("the model has no chat template: using ChatML")
         self.template = ChatTemplate(source or CHATML, self.model.special_text(self.model.bos),
                                      self.model.special_text(self.model.eos))
+        self.vision = None
+        if opts.mmproj:
+            try:
+                self.vision = Vision(opts.mmproj, self.model)
+            except Exception:
+                self.model.close()
+                raise
         self.scheduler = Scheduler(self.model, opts.max_queue)
+
+    @property
+    def accepts_images(self) -> bool:
+        return self.vision is not None
 
     def close(self) -> None:
         self.scheduler.close()
+        if self.vision is not None:
+            self.vision.close()
         self.model.close()
 
     # ---- prompt ----------------------------------------------------------------------------------
     def render(self, req: ChatRequest) -> str:
-        if any(isinstance(p, Image) for m in req.messages for p in m.parts):
+        marker = self.vision.marker if self.vision else None
+        if marker is None and images_of(req):
             log.warning("this model has no vision projector: the request's images are dropped")
         thinking = self.reasoning if req.enable_thinking is None else req.enable_thinking
-        return self.template.render(req, thinking)
+        return self.template.render(req, thinking, marker)
 
     def tokenize_prompt(self, req: ChatRequest) -> list[int]:
+        return self.build_prompt(req)[0]
+
+    def build_prompt(self, req: ChatRequest) -> tuple[list[int], dict[int, MediaChunk]]:
+        """Token ids (image positions as vision.py's pseudo-tokens) and image chunks by start."""
         text = self.render(req)
         bos = self.template.bos_token
         add_bos = self.model.add_bos and not (bos and text.startswith(bos))
-        return self.model.tokenize(text, add_bos=add_bos, special=True)
+        images = images_of(req) if self.vision else []
+        if not images:
+            return self.model.tokenize(text, add_bos=add_bos, special=True), {}
+        prompt, media = self.vision.tokenize(text, images, add_bos)
+        if prompt and prompt[-1] < 0:  # the last prompt position must be a token: it gives the logits
+            raise ApiError(400, "invalid_request_error", "the prompt cannot end with an image",
+                           param="messages")
+        return prompt, media
 
     def count_tokens(self, req: ChatRequest) -> int:
         return len(self.tokenize_prompt(req))
 
     # ---- generation ------------------------------------------------------------------------------
     async def generate(self, req: ChatRequest) -> AsyncIterator[Event]:
-        prompt = self.tokenize_prompt(req)
+        if self.vision and images_of(req):  # decoding and resizing images takes a while
+            prompt, media = await asyncio.to_thread(self.build_prompt, req)
+        else:
+            prompt, media = self.build_prompt(req)
         if len(prompt) >= self.n_ctx:
             raise context_error(len(prompt), self.n_ctx)
         if not prompt:
@@ -115,7 +152,7 @@ class Engine:
         max_tokens = min(sampling.max_tokens or room, room)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        seq = Sequence(prompt, sampling, max_tokens, emit=_emitter(loop, queue))
+        seq = Sequence(prompt, sampling, max_tokens, emit=_emitter(loop, queue), media=media)
         self.scheduler.submit(seq)
         try:
             yield Started(len(prompt))

@@ -7,6 +7,9 @@ evaluates only the rest. Each step builds one `llama_batch`: one token for every
 then prompt chunks of prefilling ones in the room left (chunked prefill, so a long prompt never
 stalls running streams), one `llama_decode`, then one sample per sequence with its own sampler
 chain. Tokens leave through each sequence's `emit` callback (thread-safe, set by the caller).
+A prompt may hold images (vision.py): negative pseudo-tokens in `prompt`, plus a `media` chunk at
+each image's start. When prefill reaches one, the chunk is evaluated on its own, before the shared
+batch (embeddings cannot share a llama_batch with tokens), and a cached prefix never ends inside one.
 ctypes releases the GIL inside llama.cpp, so the event loop runs while the model computes.
 
 Does not: render or tokenize prompts, parse thinking or tool calls, or know about asyncio.
@@ -38,6 +41,7 @@ class Sequence:
     max_tokens: int
     emit: Callable[[object], None]
     grammar: str | None = None   # GBNF constraining the whole answer
+    media: dict = field(default_factory=dict)  # prompt index → image chunk (n_tokens, evaluate())
     cancelled: bool = False
     # scheduler state
     n_done: int = 0              # prompt tokens already in the KV cache
@@ -144,6 +148,7 @@ class Scheduler:
     def _attach(self, seq: Sequence, slot: Slot) -> None:
         n = common_prefix(slot.tokens, seq.prompt)
         n = min(n, len(seq.prompt) - 1)  # the last prompt token is always decoded: it gives logits
+        n = next((s for s, m in seq.media.items() if s < n < s + m.n_tokens), n)  # no half images
         C.llama_memory_seq_rm(self.model.memory, slot.seq_id, n, -1)
         del slot.tokens[n:]
         seq.n_done = seq.cached = n
@@ -161,7 +166,8 @@ class Scheduler:
         if rep != 1.0 or freq or pres:
             pen = C.llama_sampler_init_penalties(m.n_vocab, PENALTY_LAST_N, rep, freq, pres)
             for t in seq.prompt[-PENALTY_LAST_N:]:
-                C.llama_sampler_accept(pen, t)
+                if t >= 0:  # not an image's pseudo-token
+                    C.llama_sampler_accept(pen, t)
             add(pen)
         if not s.temperature or s.temperature <= 0:
             add(C.llama_sampler_init_greedy())
@@ -183,6 +189,7 @@ class Scheduler:
 
     def _step(self) -> None:
         """One llama_decode for every running sequence, then one sample each."""
+        self._prefill_media()
         b, n_ctx = self._batch, self.model.n_ctx
         b.n_tokens = 0
         outputs: list[tuple[Sequence, int]] = []
@@ -197,7 +204,8 @@ class Scheduler:
         for seq in self._active():
             if not seq.prefilling or room <= 0:
                 continue
-            end = min(len(seq.prompt), seq.n_done + room)
+            end = min(len(seq.prompt), seq.n_done + room,
+                      min((s for s in seq.media if s > seq.n_done), default=len(seq.prompt)))
             for i in range(seq.n_done, end):
                 idx = self._add(seq.slot, seq.prompt[i], i == len(seq.prompt) - 1)
             room -= end - seq.n_done
@@ -212,6 +220,25 @@ class Scheduler:
         for seq, idx in outputs:
             if not seq.cancelled:
                 self._on_token(seq, C.llama_sampler_sample(seq.sampler, self.model.ctx, idx))
+
+    def _prefill_media(self) -> None:
+        """Evaluate the images that prefilling sequences have reached, one sequence at a time."""
+        for seq in self._active():
+            try:
+                while seq.prefilling and seq.n_done in seq.media:
+                    self._eval_media(seq, seq.media[seq.n_done])
+            except Exception as e:  # fails this request only
+                log.exception("image evaluation failed")
+                self._finish_error(seq, e)
+
+    def _eval_media(self, seq: Sequence, chunk) -> None:
+        slot = seq.slot
+        rc = chunk.evaluate(slot.seq_id, len(slot.tokens))
+        if rc != 0:
+            C.llama_memory_seq_rm(self.model.memory, slot.seq_id, len(slot.tokens), -1)
+            raise RuntimeError("the KV cache is full" if rc == 1 else f"image evaluation returned {rc}")
+        slot.tokens += seq.prompt[seq.n_done:seq.n_done + chunk.n_tokens]
+        seq.n_done += chunk.n_tokens
 
     def _add(self, slot: Slot, token: int, logits: bool) -> int:
         b = self._batch

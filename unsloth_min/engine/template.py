@@ -6,7 +6,10 @@ Hugging Face's `apply_chat_template` does (trim_blocks, lstrip_blocks, `tojson`,
 Messages become HF-style dicts (`content` a string, `tool_calls` with parsed arguments,
 `reasoning_content`), and `tools` / `enable_thinking` reach the template as variables.
 
-Does not: tokenize (model.py), or decide what images mean (text-only: they are dropped upstream).
+With a vision projector, each image becomes the projector's media marker in its message's text,
+where it stood (llama-server does the same); without one, images are left out.
+
+Does not: tokenize (model.py, vision.py), or decide what images mean.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from datetime import datetime
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ..core import ApiError, ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult
+from ..core import ApiError, ChatRequest, Image, Message, Reasoning, Text, Tool, ToolCall, ToolResult
 
 # Used when the GGUF carries no template: ChatML, the most common format among small models.
 CHATML = (
@@ -51,9 +54,10 @@ class ChatTemplate:
         self.template = env.from_string(source)
         self.bos_token, self.eos_token = bos_token, eos_token
 
-    def render(self, req: ChatRequest, enable_thinking: bool) -> str:
-        """The prompt for `req`. A trailing assistant message is a prefill the answer continues."""
-        messages = [message_dict(m) for m in req.messages]
+    def render(self, req: ChatRequest, enable_thinking: bool, image_marker: str | None = None) -> str:
+        """The prompt for `req`. A trailing assistant message is a prefill the answer continues.
+        Images become `image_marker`, or nothing when it is None."""
+        messages = [message_dict(m, image_marker) for m in req.messages]
         prefill = None
         if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
             prefill = messages.pop()["content"] or ""
@@ -87,9 +91,13 @@ def _arguments(text: str):
         return text
 
 
-def message_dict(m: Message) -> dict:
+def message_dict(m: Message, image_marker: str | None = None) -> dict:
     """One message in the shape Hugging Face chat templates expect."""
-    d: dict = {"role": m.role, "content": m.text}
+    content = m.text
+    if image_marker is not None and any(isinstance(p, Image) for p in m.parts):
+        content = "".join(p.text if isinstance(p, Text) else image_marker
+                          for p in m.parts if isinstance(p, (Text, Image)))
+    d: dict = {"role": m.role, "content": content}
     calls = [p for p in m.parts if isinstance(p, ToolCall)]
     if calls:
         d["tool_calls"] = [{"id": c.id, "type": "function",

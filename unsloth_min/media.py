@@ -1,0 +1,221 @@
+"""Images from the wire to checked bytes: base64 and `data:` URIs decoded, http(s) URLs fetched.
+
+Strategy: each dialect turns an image part into an `Image` with one pure call — `image_from_url`
+(a `data:` URI is decoded on the spot, an http(s) URL is kept to fetch) or `image_from_base64` — and
+the bytes must start like an image (PNG, JPEG, GIF, WebP, BMP), else 400 naming the part. The app
+then calls `load_images` once per request: it enforces the per-request image count and fetches the
+remote images concurrently, each in a worker thread (blocking `http.client`; the event loop never
+waits). A fetch has one deadline for everything (connect, redirects, body), a size cap (the
+Content-Length is checked first, then the bytes are counted as they arrive), at most
+`max_redirects` redirects, http(s) only, and never follows a redirect to a private, loopback or
+link-local address unless the URL it started from was itself on loopback — so a public URL cannot
+be turned into a way into this machine's network (SSRF). The socket connects to the very address
+that was checked: no second DNS lookup to race.
+
+Does not: decode pixels (llama.cpp's mtmd does, in the engine), cache fetched images, send cookies
+or credentials, or fetch anything when the model cannot see images (they are dropped).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+import urllib.parse
+from dataclasses import dataclass, replace
+
+from .core import ChatRequest, Image, bad_request
+
+MAX_IMAGES = 16                     # per request; each image costs tens to thousands of KV cells
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per image, fetched or inline (OpenAI's own cap is 20 MB)
+FETCH_TIMEOUT_S = 10.0              # one deadline for a whole fetch, redirects included
+MAX_REDIRECTS = 3
+REDIRECTS = (301, 302, 303, 307, 308)
+READ_CHUNK = 64 * 1024
+USER_AGENT = "unsloth_min (image fetch)"
+
+# leading bytes → media type; what llama.cpp's decoder (stb_image) reads, plus WebP
+SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+              (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp"))
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_images: int = MAX_IMAGES
+    max_bytes: int = MAX_IMAGE_BYTES
+    timeout_s: float = FETCH_TIMEOUT_S
+    max_redirects: int = MAX_REDIRECTS
+
+
+class FetchError(Exception):
+    """Why a remote image could not be fetched (said to the client, naming the part)."""
+
+
+# ---- parse (pure: the dialects call these) -------------------------------------------------------
+def sniff(data: bytes) -> str | None:
+    """The media type the bytes start like, or None when they are no image we know."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((media for magic, media in SIGNATURES if data.startswith(magic)), None)
+
+
+def checked_image(data: bytes, where: str, limits: MediaLimits = MediaLimits()) -> Image:
+    if len(data) > limits.max_bytes:
+        raise bad_request(f"Invalid '{where}': the image is larger than {limits.max_bytes} bytes.",
+                          param=where)
+    media = sniff(data)
+    if media is None:
+        raise bad_request(f"Invalid '{where}': the data is not an image (PNG, JPEG, GIF, WebP or BMP "
+                          "expected).", param=where, code="invalid_image")
+    return Image(data=data, media_type=media, where=where)
+
+
+def image_from_base64(data: str, where: str) -> Image:
+    """A base64 payload (Anthropic's `source.data`, a data URI's tail)."""
+    text = "".join(data.split())  # line breaks are common in pasted base64
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"Invalid '{where}': not valid base64.", param=where,
+                          code="invalid_image") from None
+    return checked_image(raw, where)
+
+
+def image_from_url(url: str, where: str) -> Image:
+    """An image URL part: `data:` URIs decoded now, http(s) URLs kept for `load_images`."""
+    if url[:5].lower() == "data:":
+        header, comma, payload = url[5:].partition(",")
+        if not comma:
+            raise bad_request(f"Invalid '{where}': a data: URI needs a ',' before its data.", param=where,
+                              code="invalid_image")
+        if header.lower().endswith(";base64"):
+            return image_from_base64(payload, where)
+        return checked_image(urllib.parse.unquote_to_bytes(payload), where)
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https") or len(url) > 8192:
+        raise bad_request(f"Invalid '{where}': expected an http(s) URL or a data: URI.", param=where,
+                          code="invalid_image_url")
+    return Image(url=url, where=where)
+
+
+# ---- fetch (blocking: run in a thread) -----------------------------------------------------------
+def is_private(ip: str) -> bool:
+    """Not a public unicast address: private, loopback, link-local, CGNAT, reserved, multicast."""
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    if addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return not addr.is_global or addr.is_multicast
+
+
+def redirect_allowed(origin_ip: str, target_ip: str) -> bool:
+    """A redirect may lead to a private address only from a URL that was on loopback already."""
+    return not is_private(target_ip) or ipaddress.ip_address(origin_ip.split("%")[0]).is_loopback
+
+
+def _remaining(deadline: float, limits: MediaLimits) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchError(f"it took longer than {limits.timeout_s:g} s")
+    return left
+
+
+def _resolve(host: str, port: int) -> str:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise FetchError(f"cannot resolve {host!r} ({e.strerror})") from None
+    return infos[0][4][0]
+
+
+def _open(url: urllib.parse.SplitResult, ip: str, deadline: float, limits: MediaLimits):
+    """A GET on a socket connected to `ip` (TLS checked against the URL's host name):
+    (connection, response, socket)."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    sock = socket.create_connection((ip, port), timeout=_remaining(deadline, limits))
+    if url.scheme == "https":
+        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+    conn = http.client.HTTPConnection(url.hostname, port)
+    conn.sock = sock  # http.client uses a socket it is given and never dials one itself
+    path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
+    conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept": "image/*",
+                                       "Connection": "close"})
+    return conn, conn.getresponse(), sock
+
+
+def _read_body(resp, sock, deadline: float, limits: MediaLimits) -> bytes:
+    length = resp.getheader("Content-Length")
+    if length and length.isdigit() and int(length) > limits.max_bytes:
+        raise FetchError(f"it is larger than {limits.max_bytes} bytes")
+    body = bytearray()
+    while not resp.isclosed():  # it closes itself (and the socket) after the last byte
+        sock.settimeout(_remaining(deadline, limits))
+        piece = resp.read(min(READ_CHUNK, limits.max_bytes + 1 - len(body)))
+        if not piece:
+            break
+        body += piece
+        if len(body) > limits.max_bytes:
+            raise FetchError(f"it is larger than {limits.max_bytes} bytes")
+    return bytes(body)
+
+
+def fetch(url: str, limits: MediaLimits = MediaLimits()) -> bytes:
+    """The body of `url` after at most `limits.max_redirects` redirects; FetchError says why not."""
+    try:
+        return _fetch(url, limits, time.monotonic() + limits.timeout_s)
+    except TimeoutError:  # socket.timeout: a connect or read ran into the deadline
+        raise FetchError(f"it took longer than {limits.timeout_s:g} s") from None
+
+
+def _fetch(url: str, limits: MediaLimits, deadline: float) -> bytes:
+    origin = None
+    for _ in range(limits.max_redirects + 1):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(f"only http(s) URLs can be fetched, not {url[:100]!r}")
+        ip = _resolve(parts.hostname, parts.port or 0)
+        if origin is not None and not redirect_allowed(origin, ip):
+            raise FetchError(f"it redirects to a private address ({parts.hostname})")
+        origin = origin or ip
+        conn, resp, sock = _open(parts, ip, deadline, limits)
+        try:
+            if resp.status in REDIRECTS and resp.getheader("Location"):
+                url = urllib.parse.urljoin(url, resp.getheader("Location"))
+                continue
+            if resp.status != 200:
+                raise FetchError(f"the server answered HTTP {resp.status} {resp.reason}")
+            return _read_body(resp, sock, deadline, limits)
+        finally:
+            resp.close()
+            conn.close()
+    raise FetchError(f"it redirects more than {limits.max_redirects} times")
+
+
+def fetch_image(image: Image, limits: MediaLimits) -> Image:
+    """`image` with its bytes; a failure is a 400 naming the part."""
+    try:
+        data = fetch(image.url, limits)
+    except FetchError as e:
+        reason = str(e)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        reason = f"{type(e).__name__}: {e}"
+    else:
+        return replace(checked_image(data, image.where, limits), url=image.url)
+    raise bad_request(f"Could not fetch the image in '{image.where}': {reason}.", param=image.where,
+                      code="invalid_image_url")
+
+
+# ---- per request ---------------------------------------------------------------------------------
+async def load_images(req: ChatRequest, limits: MediaLimits, fetch_remote: bool) -> None:
+    """Check the image count; with `fetch_remote`, replace URL images by their fetched bytes."""
+    found = [(m, i) for m in req.messages for i, p in enumerate(m.parts) if isinstance(p, Image)]
+    if len(found) > limits.max_images:
+        raise bad_request(f"Too many images: {len(found)} in this request, at most "
+                          f"{limits.max_images} are allowed.", code="too_many_images")
+    remote = [(m, i) for m, i in found if m.parts[i].data is None] if fetch_remote else []
+    fetched = await asyncio.gather(*(asyncio.to_thread(fetch_image, m.parts[i], limits)
+                                     for m, i in remote))
+    for (m, i), image in zip(remote, fetched):
+        m.parts[i] = image
