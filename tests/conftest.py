@@ -7,6 +7,7 @@ as a user would (flags, key, SIGTERM at the end).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -78,13 +79,16 @@ def sse_events(data: bytes) -> list[tuple[str | None, str]]:
     return out
 
 
-@pytest.fixture
-def scripted_server():
+SCRIPTED_LIMITS = Limits(header_timeout=2, keepalive_timeout=5)
+
+
+@contextlib.contextmanager
+def serve_scripted(limits: Limits = SCRIPTED_LIMITS, guard=None):
+    """App + HttpServer over a ScriptedEngine on 127.0.0.1:0, in a thread with its own loop."""
     engine = ScriptedEngine()
-    app = App("scripted", Authenticator(None, [KEY]), engine)
+    app = App("scripted", Authenticator(None, [KEY]), engine, guard=guard)
     loop = asyncio.new_event_loop()
-    server = HttpServer(app.handle, error_response=app.error_response,
-                        limits=Limits(header_timeout=2, keepalive_timeout=5))
+    server = HttpServer(app.handle, error_response=app.error_response, limits=limits)
     started = threading.Event()
 
     def run():
@@ -96,10 +100,19 @@ def scripted_server():
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     started.wait(10)
-    yield Running("127.0.0.1", server.port, KEY, engine, app, loop)
-    asyncio.run_coroutine_threadsafe(server.shutdown(1.0), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    try:
+        yield Running("127.0.0.1", server.port, KEY, engine, app, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.shutdown(1.0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture
+def scripted_server():
+    with serve_scripted() as running:
+        yield running
 
 
 def free_port() -> int:

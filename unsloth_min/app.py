@@ -18,6 +18,7 @@ from typing import AsyncIterator
 
 from .core import ApiError, Finish
 from .dialects import anthropic_messages, openai_chat, openai_responses
+from .guard import Guard
 from .http import Request, Response, StreamResponse, sse_event
 from .responses_store import ResponseStore
 
@@ -56,9 +57,10 @@ def error_shape(path: str):
 
 
 class App:
-    def __init__(self, model_id: str, auth, engine=None):
+    def __init__(self, model_id: str, auth, engine=None, guard: Guard | None = None):
         self.model_id = model_id
         self.auth = auth
+        self.guard = guard or Guard()  # Host, CORS and Content-Type checks; loopback by default
         self.engine = engine  # None while the model loads: /health says so, chat routes 503
         self.created = int(time.time())
         self.heartbeat_s = HEARTBEAT_S
@@ -78,14 +80,18 @@ class App:
     async def handle(self, request: Request) -> Response | StreamResponse:
         render = error_shape(request.path)
         try:
-            # the key is checked before routing: without one, nothing about the routes leaks
-            if request.path not in PUBLIC and not self.auth.check(request.headers):
-                raise ApiError(401, "authentication_error", "Invalid or missing API key. Send "
-                               "'Authorization: Bearer sk-unsloth-…' or 'x-api-key'.",
-                               code="invalid_api_key", headers=[("WWW-Authenticate", "Bearer")])
-            return await self._route(request)(request)
+            response = self.guard.check(request) or await self._authorized(request)
         except ApiError as e:
-            return json_response(e.status, render(e), e.headers)
+            response = json_response(e.status, render(e), e.headers)
+        return self.guard.decorate(request, response)
+
+    async def _authorized(self, request: Request) -> Response | StreamResponse:
+        # the key is checked before routing: without one, nothing about the routes leaks
+        if request.path not in PUBLIC and not self.auth.check(request.headers):
+            raise ApiError(401, "authentication_error", "Invalid or missing API key. Send "
+                           "'Authorization: Bearer sk-unsloth-…' or 'x-api-key'.",
+                           code="invalid_api_key", headers=[("WWW-Authenticate", "Bearer")])
+        return await self._route(request)(request)
 
     def _route(self, request: Request):
         method = "GET" if request.method == "HEAD" else request.method

@@ -18,6 +18,7 @@ from .config import Config, parse_config
 from .core import Sampling
 from .engine import Engine, EngineOptions, embedded_model_path
 from .engine.model import ModelParams
+from .guard import Guard, check_bind
 from .http import HttpServer
 
 log = logging.getLogger("unsloth_min")
@@ -42,7 +43,7 @@ def engine_options(cfg: Config) -> EngineOptions:
 
 async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None) -> None:
     opts = engine_options(cfg)
-    app = App(opts.model_id, auth)
+    app = App(opts.model_id, auth, guard=Guard.for_bind(cfg.host, cfg.allowed_host, cfg.cors_origin))
     server = HttpServer(app.handle, error_response=app.error_response)
     await server.start(cfg.host, cfg.port)
     stop = asyncio.Event()
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unsloth_min: created your API key (shown only once, stored hashed in "
               f"{default_home()}):\n\n    {new_key}\n", flush=True)
     try:
+        check_bind(cfg.host, has_key=any(cfg.api_key) or not store.is_empty())
         asyncio.run(serve(cfg, Authenticator(store, cfg.api_key), new_key))
     except (OSError, RuntimeError) as e:  # a missing model file, a busy port, a failed load
         print(f"unsloth_min: {e}", file=sys.stderr)

@@ -30,6 +30,8 @@ class Config:
     chat_template: str | None = None
     max_queue: int = 64
     log_level: str = "info"
+    allowed_host: list[str] = field(default_factory=list)  # extra Host names (DNS rebinding)
+    cors_origin: list[str] = field(default_factory=list)  # origins browsers may call us from
 
 
 def _positive(kind):
@@ -76,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-queue", type=_positive(int), default=d.max_queue,
       help="requests waiting for a free sequence before 503 (default %(default)s)")
     a("--log-level", default=d.log_level, choices=("debug", "info", "warning", "error"))
+    a("--allowed-host", action="append", default=[], metavar="NAME",
+      help="accept requests whose Host is NAME, besides localhost, 127.0.0.1 and [::1] "
+           "(repeatable; '*' accepts any; given with a non-loopback --host, it is enforced there too)")
+    a("--cors-origin", action="append", default=[], metavar="ORIGIN",
+      help="let browser pages from ORIGIN (e.g. http://localhost:3000) call the API "
+           "(repeatable; '*' for any origin; default: CORS off)")
     return p
 
 
