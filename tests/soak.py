@@ -235,6 +235,18 @@ def snapshot(pid: int) -> Snapshot:
     return Snapshot(len(os.listdir(f"/proc/{pid}/fd")), rss, len(tasks), frozenset(children))
 
 
+def quiet(pid: int, timeout: float = 5.0) -> Snapshot:
+    """A snapshot once fds and threads have stopped changing (lingering closes are done)."""
+    last, deadline = snapshot(pid), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = snapshot(pid)
+        if (now.fds, now.threads) == (last.fds, last.threads):
+            return now
+        last = now
+    return last
+
+
 def settle(pid: int, baseline: Snapshot, rss_slack_kb: int, timeout: float = 10.0) -> Snapshot:
     """Poll until fds, threads and children are back to `baseline` and RSS within the slack;
     the last snapshot either way (the caller asserts on it)."""

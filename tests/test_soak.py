@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import KEY, serve_scripted, start_server_process, stop_server_process
-from soak import SLOW, hold_idle, run_soak, settle, snapshot, still_open, timed_request
+from soak import SLOW, hold_idle, quiet, run_soak, settle, still_open, timed_request
 from unsloth_min.core import Finish, Started, TextDelta, Usage
 from unsloth_min.http import Limits
 
@@ -53,7 +53,7 @@ class SoakEngine:
 def soak_and_check(server, pid: int, idle: int, requests: int, rss_slack_kb: int, seed=1):
     """The whole scenario; returns the mix's figures and how many answers were read in all."""
     warm = run_soak(server.host, server.port, server.key, 30, seed=0)  # lazy imports, caches
-    base = settle(pid, snapshot(pid), 0, timeout=0)
+    base = quiet(pid)
     held = hold_idle(server.host, server.port, server.key, idle)
     latency = timed_request(server.host, server.port, server.key)
     burst = run_soak(server.host, server.port, server.key, 100, concurrency=100, seed=seed,
