@@ -24,6 +24,8 @@ from .responses_store import ResponseStore
 
 log = logging.getLogger("unsloth_min")
 
+MAX_JSON_DEPTH = 100  # deeper bodies are a 400, before any recursive code (json.dumps, schema
+#   to grammar, Jinja) can hit Python's recursion limit on them and turn into a 500
 PUBLIC = {"/health"}  # the only path answered without a key
 ID_PATHS = ("/v1/models/", "/v1/responses/")  # routes whose last segment is an {id}
 HEARTBEAT_S = 15.0  # a stream whose dialect has heartbeat() sends one after this much silence
@@ -41,14 +43,28 @@ def _reject_constant(name: str):
 
 
 def parse_json_body(request: Request) -> dict:
-    try:
+    try:  # RecursionError: `[[[…` deep enough to exhaust the stack inside json.loads
         body = json.loads(request.body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ApiError(400, "invalid_request_error",
                        f"We could not parse the JSON body of your request: {e}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request_error", "The request body must be a JSON object.")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, "invalid_request_error",
+                       f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.")
     return body
+
+
+def json_depth(value) -> int:
+    """Nesting depth of a parsed JSON value, without recursion; stops counting past the limit."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            stack += [(v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)]
+    return deepest
 
 
 def error_shape(path: str):
