@@ -6,7 +6,7 @@ PORT    ?= 8888
 ARGS    ?=
 STAMP    = $(VENV)/.installed
 
-SOAK_REQUESTS ?= 2000
+SOAK_REQUESTS ?= 300
 FUZZ_EXAMPLES ?= 20000
 
 .PHONY: install run test test-fast soak fuzz bench clean

@@ -126,11 +126,12 @@ def _drop(conn: Conn, rst: bool) -> None:
     conn.close()
 
 
-def one_request(host: str, port: int, key: str, kind: str, path: str, rng: random.Random) -> None:
+def one_request(host: str, port: int, key: str, kind: str, path: str, rng: random.Random,
+                timeout: float = 60.0) -> None:
     """Run one request of `kind`; raises AssertionError (or Malformed) on a wrong answer."""
     body, check_json, check_sse = ROUTES[path]
     text = SLOW if kind in DROPS else "hi"
-    with Conn(host, port, timeout=60) as conn:
+    with Conn(host, port, timeout=timeout) as conn:
         if kind == "bad_framing":
             twice = b"Content-Length: 1\r\nContent-Length"  # a smuggling attempt: 400
             conn.send(_post(path, key, body(text, False)).replace(b"Content-Length", twice, 1))
@@ -158,7 +159,7 @@ def one_request(host: str, port: int, key: str, kind: str, path: str, rng: rando
 
 
 def run_soak(host: str, port: int, key: str, requests: int, concurrency: int = 8,
-             seed: int = 0, kinds: dict = KINDS) -> Figures:
+             seed: int = 0, kinds: dict = KINDS, timeout: float = 60.0) -> Figures:
     """`requests` requests of a seeded mix of `kinds` over ROUTES, `concurrency` at a time."""
     rng = random.Random(seed)
     plan = [(rng.choices(list(kinds), list(kinds.values()))[0], rng.choice(list(ROUTES)),
@@ -167,7 +168,7 @@ def run_soak(host: str, port: int, key: str, requests: int, concurrency: int = 8
     def run(item):
         kind, path, item_rng = item
         try:
-            one_request(host, port, key, kind, path, item_rng)
+            one_request(host, port, key, kind, path, item_rng, timeout)
             return kind, None
         except (AssertionError, Malformed, OSError, KeyError, ValueError, StopIteration) as e:
             return kind, f"{path} {type(e).__name__}: {str(e)[:300]}"
@@ -180,11 +181,14 @@ def run_soak(host: str, port: int, key: str, requests: int, concurrency: int = 8
     return figures
 
 
-def timed_request(host: str, port: int, key: str) -> float:
-    """Seconds for one complete, checked chat completion on a fresh connection."""
-    started = time.monotonic()
-    one_request(host, port, key, "json", "/v1/chat/completions", random.Random(0))
-    return time.monotonic() - started
+def timed_request(host: str, port: int, key: str, runs: int = 3, timeout: float = 60.0) -> float:
+    """Median seconds for a complete, checked chat completion on a fresh connection."""
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        one_request(host, port, key, "json", "/v1/chat/completions", random.Random(0), timeout)
+        times.append(time.monotonic() - started)
+    return sorted(times)[runs // 2]
 
 
 def hold_idle(host: str, port: int, key: str, n: int) -> list[Conn]:
