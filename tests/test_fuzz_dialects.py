@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import KEY
 from scripted import ScriptedEngine
-from unsloth_min.app import App
+from unsloth_min.app import MAX_JSON_DEPTH, App, json_depth
 from unsloth_min.auth import Authenticator
 from unsloth_min.core import ApiError, ChatRequest
 from unsloth_min.dialects import anthropic_messages, openai_chat, openai_responses
@@ -225,3 +225,16 @@ def test_found_by_fuzzing(route, path, value, param):
         return
     error = json.loads(data)["error"]
     assert status == 400 and error["type"] == "invalid_request_error" and param in error["message"]
+
+
+def test_json_depth_limit():
+    assert json_depth({}) == 1 and json_depth({"a": [1, {"b": []}]}) == 4
+    assert json_depth(json.loads("[" * 100 + "]" * 100)) == MAX_JSON_DEPTH
+    assert json_depth(json.loads("[" * 900 + "]" * 900)) == MAX_JSON_DEPTH + 1  # stops counting
+    harness = Harness()
+    ok = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "x": json.loads("[" * 97 + "]" * 97)}
+    assert harness.status("/v1/chat/completions", json.dumps(ok).encode())[0] == 200  # 98 deep
+    ok["x"] = [[[ok["x"]]]]
+    status, data = harness.status("/v1/chat/completions", json.dumps(ok).encode())
+    assert status == 400 and b"nested more than 100" in data
+    harness.loop.close()

@@ -1,4 +1,9 @@
-"""Browser-borne attacks over raw sockets: Host (DNS rebinding), JSON-only bodies, CORS, bind rule."""
+"""Browser-borne attacks over raw sockets: Host (DNS rebinding), JSON-only bodies, CORS, bind rule.
+
+Strategy: each request is valid but for the one thing a browser-borne attacker controls (Host,
+Content-Type, Origin), sent as raw bytes to the scripted app; the refusal must come in the route's
+error shape before the engine sees anything. The bind rule is checked as a function and via main().
+"""
 from __future__ import annotations
 
 import json

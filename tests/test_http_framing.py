@@ -1,6 +1,6 @@
 """RFC 9112 framing, probed over raw sockets against the whole app (scripted engine).
 
-Every probe is a request a lenient server would answer 200 (a valid key, a valid JSON chat body)
+Strategy: every probe is a request a lenient server would answer 200 (a valid key, a valid JSON chat body)
 but for one framing fault; it must get the stated status, `Connection: close`, and a closed socket.
 The positive cases — chunked bodies, pipelining, 100-continue, HEAD — check the answers too.
 """

@@ -1,6 +1,6 @@
 """Slow, idle and greedy clients against the whole app (scripted engine), over raw sockets.
 
-Timeouts are small `Limits` values, so nothing here sleeps long: a slowloris drip gets 408 once
+Strategy: timeouts are small `Limits` values, so nothing here sleeps long: a slowloris drip gets 408 once
 the header deadline passes however steadily it drips; a stalled body gets 408; idle connections
 are closed silently; the connection cap answers 503; a client that stops reading its stream is
 dropped after the write timeout and its generation is cancelled.

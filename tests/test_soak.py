@@ -1,10 +1,12 @@
 """Load and faults (tests/soak.py) against the in-process scripted server, and — behind `make soak`
 (UNSLOTH_MIN_SOAK=<requests>) — against the real model in its own process.
 
-Each run: warm up, take a baseline of the server's fds, RSS, threads and children, hold idle
-connections open, time a request among them, fire 100 concurrent requests, then the seeded mix
-with its disconnects and faults; every completed answer must be well-formed, the idle connections
-still open, every generation ended (finished or cancelled), and the process back to its baseline.
+Strategy: both run one scenario (`soak_and_check`): warm up, time a request, take a baseline of
+the server's fds, RSS, threads and children, hold idle connections open, time a request among
+them, fire 100 concurrent requests, then the seeded mix with its disconnects and faults. Every
+completed answer must be well-formed, the idle connections still open, the request among them not
+slower than twice alone, and the process back to its baseline; with the scripted engine, every
+generation is accounted for (finished for each answer read, cancelled for each drop).
 """
 from __future__ import annotations
 

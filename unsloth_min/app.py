@@ -57,13 +57,17 @@ def parse_json_body(request: Request) -> dict:
 
 
 def json_depth(value) -> int:
-    """Nesting depth of a parsed JSON value, without recursion; stops counting past the limit."""
-    deepest, stack = 0, [(value, 1)]
+    """Nesting depth of a parsed JSON value, stopping past the limit: a depth-first walk with a
+    stack of iterators, so neither recursion nor memory grows with anything but the depth."""
+    deepest, stack = 0, [iter([value])]
     while stack and deepest <= MAX_JSON_DEPTH:
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            deepest = max(deepest, depth)
-            stack += [(v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)]
+        for item in stack[-1]:
+            if isinstance(item, (dict, list)):
+                stack.append(iter(item.values() if isinstance(item, dict) else item))
+                deepest = max(deepest, len(stack) - 1)
+                break
+        else:
+            stack.pop()
     return deepest
 
 

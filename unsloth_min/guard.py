@@ -76,14 +76,17 @@ def media_type(value: str) -> tuple[str, dict[str, str]] | None:
         param = _PARAM.match(value, pos)
         if param is None:
             return None
-        params[param[1].lower()] = re.sub(r"\\(.)", r"\1", param[2].strip('"'))
+        text = param[2]
+        if text.startswith('"'):  # quoted-string: drop the quotes, undo the escapes
+            text = re.sub(r"\\(.)", r"\1", text[1:-1])
+        params[param[1].lower()] = text
         pos = param.end()
     return f"{match[1]}/{match[2]}".lower(), params
 
 
 def origin_key(origin: str) -> str:
     """Origins compare on scheme://host[:port], case-insensitively, without a trailing slash."""
-    return origin.strip().rstrip("/").lower()
+    return origin.strip(" \t").rstrip("/").lower()
 
 
 @dataclass(frozen=True)

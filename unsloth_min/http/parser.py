@@ -49,6 +49,7 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls except HTAB (R
 _CONTENT_LENGTH = re.compile(rb" ?([0-9]{1,19})")  # the raw value: fits an int64; no sign,
 #   no list, no `1_0`, no whitespace a lenient int() or a front proxy might skip
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")  # §3.2
+_LIST_ITEM = re.compile(r"[^\t ,](?:[^,]*[^\t ,])?")  # a list element without its OWS (§5.6.1)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")  # hex size, ignored extensions
 
 
@@ -79,7 +80,7 @@ class Request:
         return next((v for n, v in self.headers if n == name), default)
 
     def _tokens(self, name: str) -> set[str]:
-        return {t.strip(" \t").lower() for n, v in self.headers if n == name for t in v.split(",")}
+        return {t.lower() for n, v in self.headers if n == name for t in _LIST_ITEM.findall(v)}
 
     @property
     def keep_alive(self) -> bool:
