@@ -104,7 +104,7 @@ def _wait(predicate, timeout=10.0) -> bool:
 @pytest.mark.model
 @pytest.mark.skipif(not os.environ.get(SOAK_ENV), reason=f"set {SOAK_ENV}=<requests> (make soak)")
 def test_soak_real_model(tmp_path):
-    running = start_server_process(str(tmp_path), "--max-tokens", "16", "--max-queue", "256")
+    running = start_server_process(str(tmp_path), "--max-tokens", "16")  # default flags
     try:
         figures, _ = soak_and_check(running, running.proc.pid, idle=200, timeout=900,
                                     requests=int(os.environ[SOAK_ENV]), rss_slack_kb=64 * 1024)

@@ -28,7 +28,7 @@ class Config:
     max_tokens: int | None = None
     api_key: list[str] = field(default_factory=list)
     chat_template: str | None = None
-    max_queue: int = 64
+    max_queue: int = 128            # 100 concurrent clients must all be served, none refused
     log_level: str = "info"
     allowed_host: list[str] = field(default_factory=list)  # extra Host names (DNS rebinding)
     cors_origin: list[str] = field(default_factory=list)  # origins browsers may call us from
