@@ -6,7 +6,10 @@ PORT    ?= 8888
 ARGS    ?=
 STAMP    = $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean
+SOAK_REQUESTS ?= 300
+FUZZ_EXAMPLES ?= 20000
+
+.PHONY: install run test test-fast soak fuzz bench clean
 
 install: $(STAMP)
 
@@ -27,6 +30,15 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not model" tests
+
+# Load and faults against the real model in its own process (make test runs the scripted version):
+# mixed requests over all routes with disconnects and faults, 200 idle connections, 100 at once.
+soak: install
+	UNSLOTH_MIN_SOAK=$(SOAK_REQUESTS) $(BIN)/python -m pytest -q -s tests/test_soak.py
+
+# The hypothesis fuzzers with a bigger budget than make test's (examples per test).
+fuzz: install
+	UNSLOTH_MIN_FUZZ=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/test_fuzz_http.py tests/test_fuzz_dialects.py
 
 # LLAMA_SERVER=path/to/llama-server adds llama.cpp's server to the comparison (bench/README.md)
 bench: install

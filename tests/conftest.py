@@ -8,6 +8,7 @@ as a user would (flags, key, SIGTERM at the end).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -80,11 +81,14 @@ def sse_events(data: bytes) -> list[tuple[str | None, str]]:
     return out
 
 
-def serve_in_thread(app, engine):
+SCRIPTED_LIMITS = Limits(header_timeout=2, keepalive_timeout=5)
+
+
+@contextlib.contextmanager
+def serve_app(app, engine, limits: Limits = SCRIPTED_LIMITS):
     """Run `app` on 127.0.0.1:0 in a thread with its own loop; yields the Running handle."""
     loop = asyncio.new_event_loop()
-    server = HttpServer(app.handle, error_response=app.error_response,
-                        limits=Limits(header_timeout=2, keepalive_timeout=5))
+    server = HttpServer(app.handle, error_response=app.error_response, limits=limits)
     started = threading.Event()
 
     def run():
@@ -96,18 +100,29 @@ def serve_in_thread(app, engine):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     started.wait(10)
-    yield Running("127.0.0.1", server.port, KEY, engine, app, loop)
-    asyncio.run_coroutine_threadsafe(server.shutdown(1.0), loop).result(10)
-    if app.tools is not None:
-        asyncio.run_coroutine_threadsafe(app.tools.close(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    try:
+        yield Running("127.0.0.1", server.port, KEY, engine, app, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.shutdown(1.0), loop).result(10)
+        if app.tools is not None:
+            asyncio.run_coroutine_threadsafe(app.tools.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@contextlib.contextmanager
+def serve_scripted(limits: Limits = SCRIPTED_LIMITS, guard=None):
+    """App + HttpServer over a ScriptedEngine."""
+    engine = ScriptedEngine()
+    with serve_app(App("scripted", Authenticator(None, [KEY]), engine, guard=guard), engine, limits) as running:
+        yield running
 
 
 @pytest.fixture
 def scripted_server():
-    engine = ScriptedEngine()
-    yield from serve_in_thread(App("scripted", Authenticator(None, [KEY]), engine), engine)
+    with serve_scripted() as running:
+        yield running
 
 
 @pytest.fixture
@@ -115,7 +130,8 @@ def tool_server(tmp_path):
     """The scripted server with the real server tools (short timeout) under a temporary home."""
     engine = ScriptedEngine()
     tools = ToolRegistry(ToolOptions(home=tmp_path, timeout=3.0, max_kernels=4))
-    yield from serve_in_thread(App("scripted", Authenticator(None, [KEY]), engine, tools=tools), engine)
+    with serve_app(App("scripted", Authenticator(None, [KEY]), engine, tools=tools), engine) as running:
+        yield running
 
 
 def free_port() -> int:

@@ -177,7 +177,7 @@ def test_health_while_loading(scripted_server):
 def _raw_post(server, body: dict) -> socket.socket:
     data = json.dumps(body).encode()
     s = socket.create_connection((server.host, server.port))
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: "
               + str(len(data)).encode() + b"\r\n\r\n" + data)
     return s

@@ -109,7 +109,7 @@ def test_disconnect_frees_the_model(real_server, client):
                        "messages": [{"role": "user", "content": "Write a very long essay."}]}).encode()
     for _ in range(4):  # more abandoned streams than the server has slots
         s = socket.create_connection((real_server.host, real_server.port))
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                   b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: "
                   + str(len(body)).encode() + b"\r\n\r\n" + body)
         assert read_until(s, b"data:")

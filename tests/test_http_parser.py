@@ -78,8 +78,16 @@ def test_http10_needs_no_host():
 def test_content_length_body():
     r = one(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
     assert r.body == b"hello"
-    r = one(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
+    r = one(b"POST /x HTTP/1.1\r\nHost: a\r\ncontent-length:2\r\n\r\nok")
     assert r.body == b"ok"
+    r = one(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0000000000000000003\r\n\r\nabc")
+    assert r.body == b"abc"
+
+
+@pytest.mark.parametrize("host", [b"", b"localhost", b"LocalHost:8888", b"127.0.0.1:1",
+                                  b"[::1]", b"[::1]:80", b"xn--bcher-kva.example", b"a.b-c_d~"])
+def test_valid_hosts(host):
+    assert one(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n").header("host") == host.decode()
 
 
 def test_chunked_body_with_extensions_and_trailers():
@@ -171,9 +179,17 @@ GET = b"GET / HTTP/1.1\r\nHost: a\r\n"
     (GET + b"X@Y: a\r\n\r\n", 400),
     (GET + b": a\r\n\r\n", 400),
     (GET + b"NoColon\r\n\r\n", 400),
+    (b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400),  # raw UTF-8: must be %-encoded
+    (GET + b"Expect: 100-continue, x\r\n\r\n", 417),
+    (GET + b"Expect: sing\r\n\r\n", 417),
     # Host
     (b"GET / HTTP/1.1\r\n\r\n", 400),
     (GET + b"Host: b\r\n\r\n", 400),
+    (GET + b"HOST: a\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
     # Content-Length and Transfer-Encoding
     (GET + b"Content-Length: abc\r\n\r\n", 400),
     (GET + b"Content-Length: +5\r\n\r\n", 400),
@@ -184,6 +200,13 @@ GET = b"GET / HTTP/1.1\r\nHost: a\r\n"
     (GET + b"Content-Length: " + b"1" * 20 + b"\r\n\r\n", 400),
     (GET + b"Content-Length: \r\n\r\n", 400),
     (GET + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+    (GET + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\nab", 400),  # even equal copies
+    (GET + b"Content-Length: 1_0\r\n\r\n", 400),  # int() would say 10
+    (GET + b"Content-Length:  5\r\n\r\n", 400),  # int() would skip the space
+    (GET + b"Content-Length:\t5\r\n\r\n", 400),
+    (GET + b"Content-Length: 5 \r\n\r\n", 400),
+    (GET + b"Content-Length: 5\x0b\r\n\r\n", 400),  # str.strip() would drop a VT
+    (GET + b"Content-Length: 1e3\r\n\r\n", 400),
     (GET + b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     (GET + b"Transfer-Encoding: gzip\r\n\r\n", 501),
     (GET + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501),
@@ -200,6 +223,11 @@ CHUNKED = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
 @pytest.mark.parametrize("body, status", [
     (b"zz\r\n", 400),
     (b"0x5\r\nhello\r\n0\r\n\r\n", 400),
+    (b"+5\r\nhello\r\n0\r\n\r\n", 400),
+    (b"5_0\r\n", 400),
+    (b"5\r\nhello\r\n0\r\nBad Trailer: x\r\n\r\n", 400),  # trailers are checked, then dropped
+    (b"5\r\nhello\r\n0\r\nT: v\n\r\n", 400),
+    (b"5\r\nhello\r\n0\r\n folded\r\n\r\n", 400),
     (b" 5\r\nhello\r\n0\r\n\r\n", 400),
     (b"-1\r\n", 400),
     (b"\r\n", 400),

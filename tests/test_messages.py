@@ -253,7 +253,7 @@ def test_disconnect_while_pinging_cancels(scripted_server):
     engine.enqueue(["x"] * 50, delay=0.5)
     data = json.dumps(dict(HELLO, stream=True)).encode()
     s = socket.create_connection((scripted_server.host, scripted_server.port))
-    s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-api-key: "
+    s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nx-api-key: "
               + KEY.encode() + b"\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
     received = b""
     while received.count(b"event: ping") < 3:

@@ -21,12 +21,15 @@ from typing import AsyncIterator
 from . import agent
 from .core import ApiError, Finish
 from .dialects import anthropic_messages, openai_chat, openai_responses
+from .guard import Guard
 from .http import SSE_HEADERS, Request, Response, StreamResponse, sse_event
 from .media import MediaLimits, load_images
 from .responses_store import ResponseStore
 
 log = logging.getLogger("unsloth_min")
 
+MAX_JSON_DEPTH = 100  # deeper bodies are a 400, before any recursive code (json.dumps, schema
+#   to grammar, Jinja) can hit Python's recursion limit on them and turn into a 500
 PUBLIC = {"/health"}  # the only path answered without a key
 ID_PATHS = ("/v1/models/", "/v1/responses/")  # routes whose last segment is an {id}
 HEARTBEAT_S = 15.0  # a stream whose dialect has heartbeat() sends one after this much silence
@@ -41,14 +44,32 @@ def _reject_constant(name: str):
 
 
 def parse_json_body(request: Request) -> dict:
-    try:
+    try:  # RecursionError: `[[[…` deep enough to exhaust the stack inside json.loads
         body = json.loads(request.body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ApiError(400, "invalid_request_error",
                        f"We could not parse the JSON body of your request: {e}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request_error", "The request body must be a JSON object.")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, "invalid_request_error",
+                       f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.")
     return body
+
+
+def json_depth(value) -> int:
+    """Nesting depth of a parsed JSON value, stopping past the limit: a depth-first walk with a
+    stack of iterators, so neither recursion nor memory grows with anything but the depth."""
+    deepest, stack = 0, [iter([value])]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        for item in stack[-1]:
+            if isinstance(item, (dict, list)):
+                stack.append(iter(item.values() if isinstance(item, dict) else item))
+                deepest = max(deepest, len(stack) - 1)
+                break
+        else:
+            stack.pop()
+    return deepest
 
 
 def error_shape(path: str):
@@ -59,9 +80,10 @@ def error_shape(path: str):
 class App:
     def __init__(self, model_id: str, auth, engine=None, tools=None,
                  max_tool_calls: int = agent.DEFAULT_MAX_CALLS,
-                 media: MediaLimits = MediaLimits()):
+                 media: MediaLimits = MediaLimits(), guard: Guard | None = None):
         self.model_id = model_id
         self.auth = auth
+        self.guard = guard or Guard()  # Host, CORS and Content-Type checks; loopback by default
         self.engine = engine  # None while the model loads: /health says so, chat routes 503
         self.tools = tools  # a ToolRegistry; None: requests with enable_tools get no server tools
         self.max_tool_calls = max_tool_calls
@@ -84,14 +106,18 @@ class App:
     async def handle(self, request: Request) -> Response | StreamResponse:
         render = error_shape(request.path)
         try:
-            # the key is checked before routing: without one, nothing about the routes leaks
-            if request.path not in PUBLIC and not self.auth.check(request.headers):
-                raise ApiError(401, "authentication_error", "Invalid or missing API key. Send "
-                               "'Authorization: Bearer sk-unsloth-…' or 'x-api-key'.",
-                               code="invalid_api_key", headers=[("WWW-Authenticate", "Bearer")])
-            return await self._route(request)(request)
+            response = self.guard.check(request) or await self._authorized(request)
         except ApiError as e:
-            return json_response(e.status, render(e), e.headers)
+            response = json_response(e.status, render(e), e.headers)
+        return self.guard.decorate(request, response)
+
+    async def _authorized(self, request: Request) -> Response | StreamResponse:
+        # the key is checked before routing: without one, nothing about the routes leaks
+        if request.path not in PUBLIC and not self.auth.check(request.headers):
+            raise ApiError(401, "authentication_error", "Invalid or missing API key. Send "
+                           "'Authorization: Bearer sk-unsloth-…' or 'x-api-key'.",
+                           code="invalid_api_key", headers=[("WWW-Authenticate", "Bearer")])
+        return await self._route(request)(request)
 
     def _route(self, request: Request):
         method = "GET" if request.method == "HEAD" else request.method

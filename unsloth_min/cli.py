@@ -18,6 +18,7 @@ from .config import Config, parse_config
 from .core import Sampling
 from .engine import Engine, EngineOptions, embedded_model_path
 from .engine.model import ModelParams
+from .guard import Guard, check_bind
 from .http import HttpServer
 from .tools import ToolOptions, ToolRegistry
 from .media import MediaLimits
@@ -55,7 +56,8 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
     opts = engine_options(cfg)
     tools = ToolRegistry(tool_options(cfg))
     app = App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls,
-              media=MediaLimits(max_images=cfg.max_images))
+              media=MediaLimits(max_images=cfg.max_images),
+              guard=Guard.for_bind(cfg.host, cfg.allowed_host, cfg.cors_origin))
     server = HttpServer(app.handle, error_response=app.error_response)
     await server.start(cfg.host, cfg.port)
     stop = asyncio.Event()
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unsloth_min: created your API key (shown only once, stored hashed in "
               f"{default_home()}):\n\n    {new_key}\n", flush=True)
     try:
+        check_bind(cfg.host, has_key=any(cfg.api_key) or not store.is_empty())
         asyncio.run(serve(cfg, Authenticator(store, cfg.api_key), new_key))
     except (OSError, RuntimeError) as e:  # a missing model file, a busy port, a failed load
         print(f"unsloth_min: {e}", file=sys.stderr)

@@ -28,7 +28,7 @@ class Config:
     max_tokens: int | None = None
     api_key: list[str] = field(default_factory=list)
     chat_template: str | None = None
-    max_queue: int = 64
+    max_queue: int = 128            # 100 concurrent clients must all be served, none refused
     max_images: int = 16            # per request (media.MAX_IMAGES)
     log_level: str = "info"
     # server tools (SPEC "Server tools")
@@ -38,6 +38,8 @@ class Config:
     bash_network: str = "on"
     max_kernels: int = 8
     session_idle: float = 1800.0
+    allowed_host: list[str] = field(default_factory=list)  # extra Host names (DNS rebinding)
+    cors_origin: list[str] = field(default_factory=list)  # origins browsers may call us from
 
 
 def _positive(kind):
@@ -87,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-images", type=_positive(int), default=d.max_images,
       help="images allowed in one request, inline or by URL (default %(default)s)")
     a("--log-level", default=d.log_level, choices=("debug", "info", "warning", "error"))
+    a("--allowed-host", action="append", default=[], metavar="NAME",
+      help="accept requests whose Host is NAME, besides localhost, 127.0.0.1 and [::1] "
+           "(repeatable; '*' accepts any; given with a non-loopback --host, it is enforced there too)")
+    a("--cors-origin", action="append", default=[], metavar="ORIGIN",
+      help="let browser pages from ORIGIN (e.g. http://localhost:3000) call the API "
+           "(repeatable; '*' for any origin; default: CORS off)")
     add_tool_flags(p, d)
     return p
 

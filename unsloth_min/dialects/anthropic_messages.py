@@ -133,8 +133,9 @@ def _tool_use(b: dict, path: str):
 def _tool_result(b: dict, path: str):
     content = b.get("content")
     if isinstance(content, list):
-        texts = [require_object(c, f"{path}.content[{i}]") for i, c in enumerate(content)]
-        content = "".join(c.get("text", "") for c in texts if c.get("type") == "text")
+        texts = [(require_object(c, f"{path}.content[{i}]"), f"{path}.content[{i}]")
+                 for i, c in enumerate(content)]
+        content = "".join(get_str(c, "text", "", path=p) for c, p in texts if c.get("type") == "text")
     elif content is not None and not isinstance(content, str):
         raise bad_request(f"Invalid type for '{path}.content': expected a string or an array of "
                           "content blocks.", param=f"{path}.content")

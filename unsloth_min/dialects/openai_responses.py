@@ -136,14 +136,18 @@ def output_text(item: dict, path: str) -> str:
     """A function_call_output's `output`: a string or an array of content parts (text kept)."""
     output = item.get("output")
     if isinstance(output, list):
-        parts = [require_object(c, f"{path}.output[{i}]") for i, c in enumerate(output)]
-        return "".join(c.get("text", "") for c in parts if c.get("type") in TEXT_PARTS)
+        parts = [(require_object(c, f"{path}.output[{i}]"), f"{path}.output[{i}]")
+                 for i, c in enumerate(output)]
+        return "".join(get_str(c, "text", "", path=p) for c, p in parts
+                       if isinstance(c.get("type"), str) and c["type"] in TEXT_PARTS)
     return get_str(item, "output", "", path=path)
 
 
 def reasoning_text(item: dict, path: str) -> str:
-    parts = get_list(item, "content", [], path=path) or get_list(item, "summary", [], path=path)
-    return "".join(require_object(c, f"{path}.content").get("text", "") for c in parts)
+    key = "content" if get_list(item, "content", [], path=path) else "summary"
+    parts = get_list(item, key, [], path=path)
+    return "".join(get_str(require_object(c, f"{path}.{key}[{i}]"), "text", "", path=f"{path}.{key}[{i}]")
+                   for i, c in enumerate(parts))
 
 
 def parse_tools(body: dict, req: ChatRequest) -> tuple[str, ...]:
@@ -176,7 +180,8 @@ def parse_tool_choice(choice, req: ChatRequest) -> None:
     elif isinstance(choice, dict) and choice.get("type") == "function":
         req.tool_choice = "function"
         req.tool_name = get_str(choice, "name", path="tool_choice", required=True)
-    elif isinstance(choice, dict) and choice.get("type") in SERVER_TOOL_TYPES:
+    elif isinstance(choice, dict) and isinstance(choice.get("type"), str) \
+            and choice["type"] in SERVER_TOOL_TYPES:
         req.tool_choice, req.tool_name = "function", SERVER_TOOL_TYPES[choice["type"]]
     else:
         raise bad_request("Invalid 'tool_choice': expected 'auto', 'none', 'required' or "

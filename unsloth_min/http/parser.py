@@ -12,7 +12,10 @@ us buffer more than the limit.
 
 What it does not do: no sockets, clocks or timeouts (the server owns those, the `*_timeout`
 fields merely live here with the other limits); no responses; no percent-decoding of the path;
-no CONNECT (authority-form) targets; no obs-fold or bare-LF leniency — those are rejected (400).
+no CONNECT (authority-form) targets; no obs-fold, bare-LF or raw non-ASCII-target leniency —
+those are rejected (400). Stricter than RFC 9112 on purpose, where smuggling lives: a second
+`Content-Length` line (even an equal one) and any whitespace in its value beyond the one
+customary SP are 400s, as is a trailer line that would not pass as a header line.
 """
 
 from __future__ import annotations
@@ -40,10 +43,13 @@ MAX_CHUNK_LINE = 1024  # 400; chunk size plus extensions, which we ignore (RFC 9
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 tchar
 _VERSION = re.compile(rb"HTTP/[0-9](?:\.[0-9])?")  # well-formed, maybe not one we speak
-_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")  # controls and spaces; obs-text is let through
+_BAD_TARGET = re.compile(rb"[^\x21-\x7e]")  # RFC 3986: printable ASCII; the rest is %-encoded
 _ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")  # scheme://authority
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls except HTAB (RFC 9110 §5.5)
-_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")  # fits an int64; no sign, no list
+_CONTENT_LENGTH = re.compile(rb" ?([0-9]{1,19})")  # the raw value: fits an int64; no sign,
+#   no list, no `1_0`, no whitespace a lenient int() or a front proxy might skip
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")  # §3.2
+_LIST_ITEM = re.compile(r"[^\t ,](?:[^,]*[^\t ,])?")  # a list element without its OWS (§5.6.1)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")  # hex size, ignored extensions
 
 
@@ -74,7 +80,7 @@ class Request:
         return next((v for n, v in self.headers if n == name), default)
 
     def _tokens(self, name: str) -> set[str]:
-        return {t.strip(" \t").lower() for n, v in self.headers if n == name for t in v.split(",")}
+        return {t.lower() for n, v in self.headers if n == name for t in _LIST_ITEM.findall(v)}
 
     @property
     def keep_alive(self) -> bool:
@@ -194,6 +200,10 @@ def _parse_head(lines: list[bytes], limits: Limits) -> tuple[Request, int | None
         raise HttpError(400, "Repeated Host header")  # RFC 9112 §3.2
     if not hosts and request.version == "HTTP/1.1":
         raise HttpError(400, "Missing Host header")  # RFC 9112 §3.2
+    if hosts and not _HOST.fullmatch(hosts[0]):
+        raise HttpError(400, "Invalid Host header")  # RFC 9112 §3.2: uri-host [":" port]
+    if request.version == "HTTP/1.1" and request._tokens("expect") - {"100-continue", ""}:
+        raise HttpError(417, "Only Expect: 100-continue is supported")  # RFC 9110 §10.1.1
     return request, _body_length(request, limits)
 
 
@@ -235,16 +245,18 @@ def _split_target(method: bytes, target: bytes) -> tuple[str, str]:
 def _parse_header(line: bytes) -> tuple[str, str]:
     if line[:1] in (b" ", b"\t"):
         raise HttpError(400, "Obsolete line folding in headers")  # RFC 9112 §5.2
-    name, colon, value = line.partition(b":")
+    name, colon, raw = line.partition(b":")
     if not colon:
         raise HttpError(400, "Header line without a colon")
     if name[-1:] in (b" ", b"\t"):
         raise HttpError(400, "Whitespace between header name and colon")  # RFC 9112 §5.1
     if not _TOKEN.fullmatch(name):
         raise HttpError(400, "Invalid header name")
-    value = value.strip(b" \t")  # OWS around the value (RFC 9112 §5.1), on bytes
+    value = raw.strip(b" \t")  # OWS around the value (RFC 9112 §5.1), on bytes
     if _BAD_VALUE.search(value):
         raise HttpError(400, "Control character in header value")
+    if name.lower() == b"content-length" and not _CONTENT_LENGTH.fullmatch(raw):
+        raise HttpError(400, "Invalid Content-Length")  # checked on the raw bytes
     return name.decode("ascii").lower(), value.decode("latin-1")
 
 
@@ -262,14 +274,20 @@ def _body_length(request: Request, limits: Limits) -> int | None:
         return None
     if not lengths:
         return 0
-    if not all(_CONTENT_LENGTH.fullmatch(v) for v in lengths):
-        raise HttpError(400, "Invalid Content-Length")
-    if len(set(lengths)) > 1:  # RFC 9112 §6.3 rule 5: differing lengths are unrecoverable
-        raise HttpError(400, "Conflicting Content-Length headers")
-    length = int(lengths[0])
+    if len(lengths) > 1:  # RFC 9112 §6.3 rule 5 allows equal copies; a proxy may not agree
+        raise HttpError(400, "Repeated Content-Length header")
+    length = _decimal(lengths[0])
     if length > limits.max_body:
         raise HttpError(413, "Request body too large")
     return length
+
+
+def _decimal(digits: str) -> int:
+    """The value of 1-19 ASCII digits, already matched by _CONTENT_LENGTH; no int() leniency."""
+    value = 0
+    for char in digits.encode("ascii"):
+        value = value * 10 + char - 0x30
+    return value
 
 
 class _LengthBody:
@@ -336,7 +354,8 @@ class _ChunkedBody:
         return True
 
     def _trailer_done(self, buf: bytearray) -> bool:
-        """Read and drop trailer lines (RFC 9112 §7.1.2); True at the final empty line."""
+        """Read, check and drop trailer lines (RFC 9112 §7.1.2); True at the final empty line."""
         while (line := _take_line(buf, max(self.trailer_budget, 0), 431, "trailer section")):
             self.trailer_budget -= len(line) + 2
+            _parse_header(line)  # a malformed trailer is as bad as a malformed header
         return line is not None

@@ -1,0 +1,115 @@
+"""Load and faults (tests/soak.py) against the in-process scripted server, and — behind `make soak`
+(UNSLOTH_MIN_SOAK=<requests>) — against the real model in its own process.
+
+Strategy: both run one scenario (`soak_and_check`): warm up, time a request, take a baseline of
+the server's fds, RSS, threads and children, hold idle connections open, time a request among
+them, fire 100 concurrent requests, then the seeded mix with its disconnects and faults. Every
+completed answer must be well-formed, the idle connections still open, the request among them not
+slower than twice alone, and the process back to its baseline; with the scripted engine, every
+generation is accounted for (finished for each answer read, cancelled for each drop).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from conftest import KEY, serve_scripted, start_server_process, stop_server_process
+from soak import SLOW, hold_idle, quiet, run_soak, settle, still_open, timed_request
+from unsloth_min.core import Finish, Started, TextDelta, Usage
+from unsloth_min.http import Limits
+
+SOAK_ENV = "UNSLOTH_MIN_SOAK"  # requests in the real-model soak; unset: skipped
+
+
+class SoakEngine:
+    """Answers "slow" with 2000 tokens a millisecond apart (so a drop lands mid-stream), anything
+    else at once; counts generations that finished and those closed before their end."""
+    model_id, n_ctx = "scripted", 4096
+
+    def __init__(self):
+        self.started = self.finished = self.cancelled = 0
+
+    def count_tokens(self, req) -> int:
+        return 3
+
+    async def generate(self, req):
+        self.started += 1
+        slow = req.messages[-1].text == SLOW
+        done = False
+        try:
+            yield Started(3)
+            for _ in range(2000 if slow else 2):
+                if slow:
+                    await asyncio.sleep(0.001)
+                yield TextDelta("tok ")
+            done = True
+            yield Finish("stop", Usage(3, 2000 if slow else 2, 0))
+        finally:
+            self.finished += done
+            self.cancelled += not done
+
+
+def soak_and_check(server, pid: int, idle: int, requests: int, rss_slack_kb: int,
+                   timeout: float = 60.0):
+    """The whole scenario; returns the mix's figures and how many answers were read in all."""
+    addr = server.host, server.port, server.key
+    warm = run_soak(*addr, 30, seed=0, timeout=timeout)  # lazy imports, caches, the KV cache
+    alone = timed_request(*addr, timeout=timeout)
+    base = quiet(pid)
+    held = hold_idle(*addr, idle)
+    among = timed_request(*addr, timeout=timeout)
+    burst = run_soak(*addr, 100, concurrency=100, seed=1, kinds={"json": 1, "stream": 1},
+                     timeout=timeout)
+    figures = run_soak(*addr, requests, seed=1, timeout=timeout)
+    alive = still_open(held)
+    for conn in held:
+        conn.close()
+    after = settle(pid, base, rss_slack_kb)
+    print(f"\nsoak: {figures.requests} requests ({figures.completed} answered and checked, "
+          f"{figures.disconnects} disconnects, {figures.faults} faults refused) in "
+          f"{figures.seconds:.1f}s; 100 concurrent: {burst.completed} ok in {burst.seconds:.1f}s; "
+          f"one request {alone * 1000:.0f} ms alone, {among * 1000:.0f} ms among {idle} idle "
+          f"connections ({alive} still open); fds {base.fds}->{after.fds}, RSS {base.rss_kb // 1024}"
+          f"->{after.rss_kb // 1024} MiB, threads {base.threads}->{after.threads}, children "
+          f"{len(base.children)}->{len(after.children)}; failures "
+          f"{len(figures.failures) + len(burst.failures)} {(figures.failures + burst.failures)[:3]}")
+    assert figures.failures == [] and burst.failures == []
+    assert burst.completed == 100 and alive == idle and among <= 2 * alone + 0.5
+    assert after.fds <= base.fds and after.threads <= base.threads
+    assert after.children <= base.children, "a child process was left behind"
+    assert after.rss_kb <= base.rss_kb + rss_slack_kb
+    return figures, warm.completed + burst.completed + figures.completed + 6
+
+
+def test_soak_scripted():
+    with serve_scripted(Limits(header_timeout=2, keepalive_timeout=60)) as server:
+        engine = server.app.engine = SoakEngine()
+        figures, answered = soak_and_check(server, os.getpid(), idle=200, requests=500,
+                                           rss_slack_kb=24 * 1024)
+        assert _wait(lambda: engine.started == engine.finished + engine.cancelled)
+        assert engine.finished == answered, "a completed request's generation was not finished"
+        assert 0 < engine.cancelled and engine.started == answered + engine.cancelled
+
+
+def _wait(predicate, timeout=10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not os.environ.get(SOAK_ENV), reason=f"set {SOAK_ENV}=<requests> (make soak)")
+def test_soak_real_model(tmp_path):
+    running = start_server_process(str(tmp_path), "--max-tokens", "16")  # default flags
+    try:
+        figures, _ = soak_and_check(running, running.proc.pid, idle=200, timeout=900,
+                                    requests=int(os.environ[SOAK_ENV]), rss_slack_kb=64 * 1024)
+        assert figures.requests == int(os.environ[SOAK_ENV])
+    finally:
+        assert stop_server_process(running) == 0
+    log = open(running.log, errors="replace").read()
+    assert "Traceback" not in log and " ERROR " not in log
