@@ -9,6 +9,9 @@ stalls running streams), one `llama_decode`, then one sample per sequence with i
 chain. Tokens leave through each sequence's `emit` callback (thread-safe, set by the caller).
 ctypes releases the GIL inside llama.cpp, so the event loop runs while the model computes.
 
+A sequence may carry a GBNF grammar (grammar.py), eager or lazy: it is checked against the token
+the chain picks, and filters the whole vocabulary only when it rejects it (constrain.py).
+
 Does not: render or tokenize prompts, parse thinking or tool calls, or know about asyncio.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Callable
 import llama_cpp as C
 
 from ..core import ApiError, Finish, Sampling, TextDelta, Usage
+from .constrain import Candidates, grammar_sampler, sample
 from .model import Model
 from .textstream import TextStream
 
@@ -37,14 +41,18 @@ class Sequence:
     sampling: Sampling           # complete: merged with the server defaults
     max_tokens: int
     emit: Callable[[object], None]
-    grammar: str | None = None   # GBNF constraining the whole answer
+    grammar: str | None = None   # GBNF constraining the answer (root rule "root")
+    triggers: tuple[str, ...] = ()  # non-empty: the grammar is lazy, it starts at a match
+    special: frozenset = frozenset()  # control tokens shown as text (format markers)
     cancelled: bool = False
+    stop: bool = False           # set by the consumer: finish ("stop") instead of the next token
     # scheduler state
     n_done: int = 0              # prompt tokens already in the KV cache
     cached: int = 0              # of which reused from an earlier request
     n_generated: int = 0
     last: int = -1               # the sampled token still to be decoded
     sampler: object = None
+    constraint: object = None    # the grammar sampler, kept out of the chain (constrain.py)
     text: TextStream = field(default=None)
     slot: "Slot" = None
 
@@ -77,6 +85,7 @@ class Scheduler:
         self._cv = threading.Condition()
         self._stop = False
         self._batch = C.llama_batch_init(model.params.n_batch, 0, 1)
+        self._candidates: Candidates | None = None  # for grammar-constrained sampling
         self._thread = threading.Thread(target=self._run, name="unsloth-engine", daemon=True)
         self._thread.start()
 
@@ -149,14 +158,16 @@ class Scheduler:
         seq.n_done = seq.cached = n
         seq.slot, slot.seq = slot, seq
         seq.sampler = self._sampler(seq)
+        if seq.grammar:
+            seq.constraint = grammar_sampler(self.model.vocab, seq.grammar, seq.triggers)
+            if seq.constraint is None:  # llama.cpp logged why; the parser still reads the output
+                log.warning("llama.cpp rejected the grammar: decoding without it")
         seq.text = TextStream(seq.sampling.stop)
 
     def _sampler(self, seq: Sequence):
         s, m = seq.sampling, self.model
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         add = lambda smpl: C.llama_sampler_chain_add(chain, smpl)  # noqa: E731
-        if seq.grammar:
-            add(C.llama_sampler_init_grammar(m.vocab, seq.grammar.encode(), b"root"))
         rep, freq, pres = s.repetition_penalty or 1.0, s.frequency_penalty or 0.0, s.presence_penalty or 0.0
         if rep != 1.0 or freq or pres:
             pen = C.llama_sampler_init_penalties(m.n_vocab, PENALTY_LAST_N, rep, freq, pres)
@@ -213,7 +224,14 @@ class Scheduler:
             raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
         for seq, idx in outputs:
             if not seq.cancelled:
-                self._on_token(seq, C.llama_sampler_sample(seq.sampler, self.model.ctx, idx))
+                self._on_token(seq, self._sample(seq, idx))
+
+    def _sample(self, seq: Sequence, idx: int) -> int:
+        if seq.constraint is None:
+            return C.llama_sampler_sample(seq.sampler, self.model.ctx, idx)
+        if self._candidates is None:
+            self._candidates = Candidates(self.model.n_vocab)
+        return sample(seq.sampler, seq.constraint, self._candidates, self.model.ctx, idx)
 
     def _evict_idle(self) -> bool:
         idle = [s for s in self.slots if s.seq is None and s.tokens]
@@ -235,11 +253,11 @@ class Scheduler:
         return i
 
     def _on_token(self, seq: Sequence, token: int) -> None:
-        if self.model.is_eog(token):
+        if seq.stop or self.model.is_eog(token):
             return self._finish(seq, "stop")
         seq.n_generated += 1
         seq.last = token
-        text, stop = seq.text.push(self.model.piece(token))
+        text, stop = seq.text.push(self.model.piece(token, token in seq.special))
         if text:
             seq.emit(TextDelta(text))
         if stop is not None:
@@ -266,6 +284,7 @@ class Scheduler:
         """Free the slot; its KV cells stay as a prefix cache for the next request."""
         if seq.slot is not None:
             seq.slot.seq = None
-        if seq.sampler is not None:
-            C.llama_sampler_free(seq.sampler)
-            seq.sampler = None
+        for smpl in (seq.sampler, seq.constraint):
+            if smpl is not None:
+                C.llama_sampler_free(smpl)
+        seq.sampler = seq.constraint = None

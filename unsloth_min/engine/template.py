@@ -53,12 +53,15 @@ class ChatTemplate:
 
     def render(self, req: ChatRequest, enable_thinking: bool) -> str:
         """The prompt for `req`. A trailing assistant message is a prefill the answer continues."""
+        return "".join(self.render_parts(req, enable_thinking))
+
+    def render_parts(self, req: ChatRequest, enable_thinking: bool) -> tuple[str, str]:
+        """(the rendered conversation with its generation prompt, the prefill after it)."""
         messages = [message_dict(m) for m in req.messages]
-        prefill = None
+        prefill = ""
         if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
             prefill = messages.pop()["content"] or ""
-        text = self._render(messages, tools_dicts(req.tools), enable_thinking)
-        return text + (prefill or "")
+        return self._render(messages, tools_dicts(req.tools), enable_thinking), prefill
 
     def _render(self, messages: list[dict], tools: list[dict] | None, enable_thinking: bool) -> str:
         try:
