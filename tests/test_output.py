@@ -152,3 +152,40 @@ def test_passthrough_once_plain_text_has_started():
     assert parser.push("Hi") == [TextDelta("Hi")]
     assert parser.passthrough
     assert not OutputParser(HERMES).passthrough
+
+
+# ---- the engine's loop over the parser: finish reasons, repeat stop, reasoning tokens -------------
+def engine_events(kwargs: dict, tokens: list[str], reason: str = "stop"):
+    import asyncio
+    from types import SimpleNamespace
+
+    from unsloth_min.core import Finish, Usage
+    from unsloth_min.engine import parsed
+
+    async def go():
+        queue, seq = asyncio.Queue(), SimpleNamespace(stop=False)
+        for t in tokens:
+            queue.put_nowait(TextDelta(t))
+        queue.put_nowait(Finish(reason, Usage(5, len(tokens))))
+        return [ev async for ev in parsed(queue, OutputParser(**kwargs), seq)], seq
+    return asyncio.run(go())
+
+
+def test_engine_finish_reasons():
+    call = ['<tool_call>{"name": "f", ', '"arguments": {"a": 1}}', "</tool_call>"]
+    events, seq = engine_events({"tools": HERMES}, call)
+    assert events[-1].reason == "tool_calls" and not seq.stop
+    events, _ = engine_events({"tools": HERMES}, call[:2] + ['<tool_call>{"name": "g"'], "length")
+    assert events[-1].reason == "tool_calls"  # the cut-off second call was dropped
+    events, _ = engine_events({"tools": HERMES}, call[:1] + ['"arguments": {"a": '], "length")
+    assert events[-1].reason == "length"  # the only call is cut: say so
+    events, _ = engine_events({"tools": HERMES}, ["Just text."])
+    assert events[-1].reason == "stop"
+
+
+def test_engine_stops_a_repeating_model_and_counts_thinking():
+    _, seq = engine_events({"tools": HERMES}, ['<tool_call>{"name": "f", "arguments": {}}</tool_call>'] * 2)
+    assert seq.stop
+    events, _ = engine_events({"thinking": True}, ["a", " b", "</think>", "c"])
+    assert events[-1].usage.reasoning_tokens == 3  # the closing marker is a thinking token too
+    assert [type(e).__name__ for e in events] == ["ReasoningDelta", "ReasoningDelta", "TextDelta", "Finish"]

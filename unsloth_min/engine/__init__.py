@@ -186,8 +186,8 @@ async def parsed(queue: asyncio.Queue, parser: OutputParser, seq: Sequence) -> A
 
 def finished(ev: Finish, parser: OutputParser, thinking_tokens: int) -> Finish:
     """The worker's Finish, told about tool calls and thinking."""
-    # complete calls make a complete answer, even if a later, cut-off call was dropped
-    complete = ev.reason != "length" or not parser.cut
-    reason = "tool_calls" if parser.calls and complete else ev.reason
+    # complete calls make a complete answer, even if a later, cut-off call was dropped; a call
+    # cut off itself (max_tokens, a stop string) keeps the reason that cut it
+    reason = "tool_calls" if parser.calls and not parser.cut else ev.reason
     usage = replace(ev.usage, reasoning_tokens=thinking_tokens)
     return Finish(reason, usage, ev.stop_sequence if reason == "stop_sequence" else None)
