@@ -17,7 +17,7 @@ import pytest
 
 from unsloth_min.core import ChatRequest, Tool
 from unsloth_min.engine import embedded_model_path
-from unsloth_min.engine.constrain import Candidates, grammar_sampler
+from unsloth_min.engine.constrain import WINDOW, Candidates, Constraint, grammar_sampler
 from unsloth_min.engine.model import _init_backend
 from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, ThinkFormat
 from unsloth_min.engine.grammar import build_grammar
@@ -63,6 +63,23 @@ class Vocab:
             return "ok"
         finally:
             C.llama_sampler_free(smpl)
+
+    def walk_watched(self, grammar, text: str) -> tuple[str, Constraint]:
+        """As the scheduler samples: the grammar checks tokens once its Constraint has started it."""
+        c = Constraint(self.vocab, grammar.gbnf, grammar.triggers, self.piece)
+        try:
+            done = b""
+            for tok in self.tokenize(text):
+                if c.sampler is None:
+                    c.watch(tok)
+                elif not self.cand.allows(c.sampler, tok):
+                    return "refused after " + done.decode(errors="replace"), c
+                else:
+                    C.llama_sampler_accept(c.sampler, tok)
+                done += self.piece(tok)
+            return "ok", c
+        finally:
+            c.free()
 
     def piece(self, tok: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
@@ -143,7 +160,13 @@ def test_thinking_comes_first_then_the_grammar(vocab):
     bad = "hmm</think>\n\n" + HERMES_CALL.replace("celsius", "kelvin")
     assert vocab.walk(g, bad).startswith("refused")
     auto = grammar("auto", thinking=True)
-    assert vocab.walk(auto, "a <tool_call> inside thinking</think>\nPlain answer.") == "ok"
+    assert vocab.walk(auto, "no call here {}</think>\nPlain answer.") == "ok"
+    assert vocab.walk(auto, "hmm</think>\n" + HERMES_CALL) == "ok"
+    assert vocab.walk(auto, "hmm</think>\n" + HERMES_CALL.replace("celsius", "kelvin")).startswith("refused")
+    llama = grammar("auto", fmt=LLAMA3, thinking=True)
+    bare = '{"name": "get_weather", "parameters": ' + GOOD + '}'
+    assert vocab.walk(llama, 'x {"name": 1}</think>\n' + bare) == "ok"
+    assert vocab.walk(llama, "x</think>\n" + bare.replace("celsius", "kelvin")).startswith("refused")
 
 
 def test_response_schema(vocab):
@@ -178,3 +201,26 @@ def test_every_combination_is_accepted_by_llama_cpp(vocab, fmt, choice, thinking
     smpl = grammar_sampler(vocab.vocab, g.gbnf, g.triggers)
     assert smpl
     C.llama_sampler_free(smpl)
+
+
+@pytest.mark.parametrize("fmt, call", [
+    (HERMES, HERMES_CALL),
+    (MISTRAL, '[TOOL_CALLS][{"name": "get_weather", "arguments": ' + GOOD + '}]'),
+])
+def test_watched_triggers_start_the_grammar_late_in_a_long_answer(vocab, fmt, call):
+    g = grammar("auto", fmt=fmt)
+    prose = "Some thoughts about the weather, {braces} and <tags>. " * 60
+    result, c = vocab.walk_watched(g, prose)
+    assert result == "ok" and c.waiting and c.size < WINDOW + 64  # bounded, however long the text
+    assert vocab.walk_watched(g, prose + call)[0] == "ok"
+    assert vocab.walk_watched(g, prose + call.replace("celsius", "kelvin"))[0].startswith("refused")
+
+
+def test_watched_bare_call_only_at_the_start(vocab):
+    g = grammar("auto", fmt=LLAMA3)
+    bad = '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "kelvin"}}'
+    assert vocab.walk_watched(g, bad)[0].startswith("refused")
+    assert vocab.walk_watched(g, "x " * 120 + bad)[0] == "ok"  # mid-answer JSON is just text
+    thinking = grammar(thinking=True)
+    assert vocab.walk_watched(thinking, "long thought " * 50 + "</think>\n" + HERMES_CALL)[0] == "ok"
+    assert vocab.walk_watched(thinking, "t</think>\n" + bad)[0].startswith("refused")

@@ -4,20 +4,33 @@ Strategy: checking a GBNF grammar against every token of the vocabulary costs ~1
 49k vocabulary, on the worker thread that samples for every running stream. So, as llama.cpp's
 `common_sampler` does, the ordinary sampler chain picks a token from the logits first, and the
 grammar judges only that one token; only when it rejects it are all candidates filtered by the
-grammar and the chain applied again. Both samplers then accept the final token (a lazy grammar
-uses it to watch for its trigger). The candidates live in one reused numpy buffer laid out as
-`llama_token_data[]`.
+grammar and the chain applied again. Both samplers then accept the final token. The candidates
+live in one reused numpy buffer laid out as `llama_token_data[]`.
+
+A lazy grammar is not handed to llama.cpp until it is needed: llama.cpp would run its trigger
+regexes over *all* the text generated so far at every token (quadratic over a long answer).
+`Constraint` watches the same regexes over a short window of recent text (every trigger matches
+at most a few dozen bytes at the end), and when one matches creates llama.cpp's lazy sampler and
+replays the window's tokens into it: llama.cpp fires the trigger itself and feeds the grammar the
+exact text from the match on, partial tokens included.
 
 Does not: build grammars (grammar.py) or decide when to sample (scheduler.py). Not thread-safe:
 the scheduler's worker thread is its only user.
 """
 from __future__ import annotations
 
+import collections
 import ctypes
+import logging
 import math
+import re
+from typing import Callable
 
 import llama_cpp as C
 import numpy as np
+
+log = logging.getLogger("unsloth_min.engine")
+WINDOW = 192  # bytes of recent text watched for a trigger: far more than any trigger spans
 
 TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # = llama_token_data
 assert TOKEN_DATA.itemsize == ctypes.sizeof(C.llama_token_data)
@@ -30,6 +43,52 @@ def grammar_sampler(vocab, gbnf: str, triggers: tuple[str, ...]):
     patterns = (ctypes.c_char_p * len(triggers))(*(p.encode() for p in triggers))
     return C.llama_sampler_init_grammar_lazy_patterns(vocab, gbnf.encode(), b"root", patterns,
                                                       len(triggers), None, 0) or None
+
+
+class Constraint:
+    """One sequence's grammar: eager from the start, or lazy and started by its triggers."""
+
+    def __init__(self, vocab, gbnf: str, triggers: tuple[str, ...], piece: Callable[[int], bytes]):
+        self.vocab, self.gbnf, self.triggers, self.piece = vocab, gbnf, triggers, piece
+        self.sampler = None
+        self.failed = False
+        self.watched = [re.compile(p.encode()) for p in triggers]
+        self.recent: collections.deque = collections.deque()  # (token, bytes) in the window
+        self.size = 0
+        self.at_start = True  # the window still begins at the answer's first token (for `^`)
+        if not triggers:
+            self._start()
+
+    @property
+    def waiting(self) -> bool:
+        return self.sampler is None and not self.failed
+
+    def _start(self) -> None:
+        self.sampler = grammar_sampler(self.vocab, self.gbnf, self.triggers)
+        if self.sampler is None:  # llama.cpp logged why; the output parser still reads the answer
+            self.failed = True
+            log.warning("llama.cpp rejected the grammar: decoding without it")
+            return
+        for token, _ in self.recent:  # the lazy sampler's own trigger fires on these
+            C.llama_sampler_accept(self.sampler, token)
+        self.recent.clear()
+
+    def watch(self, token: int) -> None:
+        """A token sampled while waiting: start the grammar if a trigger now matches."""
+        piece = self.piece(token)
+        self.recent.append((token, piece))
+        self.size += len(piece)
+        while self.size - len(self.recent[0][1]) >= WINDOW:
+            self.size -= len(self.recent.popleft()[1])
+            self.at_start = False
+        text = b"".join(p for _, p in self.recent)
+        if any(w.search(text) for w in self.watched if self.at_start or not w.pattern.startswith(b"^")):
+            self._start()
+
+    def free(self) -> None:
+        if self.sampler is not None:
+            C.llama_sampler_free(self.sampler)
+            self.sampler = None
 
 
 class Candidates:

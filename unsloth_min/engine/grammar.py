@@ -11,10 +11,10 @@ end, so llama.cpp lets only end-of-generation follow.
                                opening of a call, so it may still answer in text;
   response_schema            → the whole answer is that JSON (json_object: any object);
   a prompt that opened thinking → lazy from the closing marker, so the model thinks freely first.
-Lazy triggers are regexes (std::regex) that match only when the text written so far *ends inside*
-a known prefix of the grammar: llama.cpp replays that text into the grammar, and text it rejects
-would abort the process, so a trigger that is not sure does not fire (the call is then parsed
-without enforcement). A schema the converter cannot handle gets "any JSON object" arguments and a
+Lazy triggers are regexes (read alike by llama.cpp's std::regex and Python's `re`, which watches
+them in constrain.py) that match only when the text written so far *ends inside* a known prefix
+of the grammar: llama.cpp replays that text into the grammar, and text it rejects would abort the
+process, so a trigger that is not sure does not fire (the call is then parsed without enforcement). A schema the converter cannot handle gets "any JSON object" arguments and a
 warning; an answer schema it cannot handle gets no grammar.
 
 Does not: talk to llama.cpp (the scheduler builds the sampler), or parse output (output.py).
@@ -38,7 +38,6 @@ log = logging.getLogger("unsloth_min.engine")
 WS_RULE = "[ \\t\\n]{0,4}"
 WS_RE = "[ \\t\\n]{0,4}"
 WS = object()  # a placeholder for WS in a list of grammar parts
-ANY = "[\\s\\S]*"
 REGEX_SPECIAL = set("\\^$.|?*+()[]{}")  # std::regex ECMAScript
 
 
@@ -165,13 +164,18 @@ def build_grammar(req: ChatRequest, fmt: ToolFormat, think: ThinkFormat,
 
 
 def lazy_triggers(fmt: ToolFormat, after: str | None) -> tuple[str, ...]:
-    """Auto mode: enforce once the model has begun a call (after thinking, when it thinks)."""
+    """Auto mode: enforce once the model has begun a call.
+
+    Every pattern matches at most a few dozen characters at the end of the text: libstdc++'s
+    std::regex recurses once per character a `*` consumes, so a `[\\s\\S]*` over a long answer
+    could overflow the worker's stack. Hence no "after `</think>`, anywhere" pattern: a call
+    marker written inside the thinking starts the grammar there.
+    """
     preamble = call_preamble(fmt)
-    lead = regex_escape(after) + ANY if after else ""
-    out = [f"{lead}({prefix_regex(preamble)})$"]
-    if fmt.bare_json:  # a bare `{"name": …` answer, only at the start of the answer
-        start = ANY + regex_escape(after) if after else ""
-        out.append(f"^{start}{WS_RE}({prefix_regex(preamble[preamble.index('{'):])})$")
+    out = [f"({prefix_regex(preamble)})$"]
+    if fmt.bare_json:  # a bare `{"name": …` only at the start of the answer
+        bare = prefix_regex(preamble[preamble.index("{"):])
+        out.append(f"{regex_escape(after)}{WS_RE}({bare})$" if after else f"^{WS_RE}({bare})$")
     return tuple(out)
 
 

@@ -26,7 +26,7 @@ from typing import Callable
 import llama_cpp as C
 
 from ..core import ApiError, Finish, Sampling, TextDelta, Usage
-from .constrain import Candidates, grammar_sampler, sample
+from .constrain import Candidates, Constraint, sample
 from .model import Model
 from .textstream import TextStream
 
@@ -52,7 +52,7 @@ class Sequence:
     n_generated: int = 0
     last: int = -1               # the sampled token still to be decoded
     sampler: object = None
-    constraint: object = None    # the grammar sampler, kept out of the chain (constrain.py)
+    constraint: object = None    # the grammar, kept out of the chain (constrain.Constraint)
     text: TextStream = field(default=None)
     slot: "Slot" = None
 
@@ -159,9 +159,8 @@ class Scheduler:
         seq.slot, slot.seq = slot, seq
         seq.sampler = self._sampler(seq)
         if seq.grammar:
-            seq.constraint = grammar_sampler(self.model.vocab, seq.grammar, seq.triggers)
-            if seq.constraint is None:  # llama.cpp logged why; the parser still reads the output
-                log.warning("llama.cpp rejected the grammar: decoding without it")
+            seq.constraint = Constraint(self.model.vocab, seq.grammar, seq.triggers,
+                                        lambda t: self.model.piece(t, special=True))
         seq.text = TextStream(seq.sampling.stop)
 
     def _sampler(self, seq: Sequence):
@@ -227,11 +226,15 @@ class Scheduler:
                 self._on_token(seq, self._sample(seq, idx))
 
     def _sample(self, seq: Sequence, idx: int) -> int:
-        if seq.constraint is None:
-            return C.llama_sampler_sample(seq.sampler, self.model.ctx, idx)
+        c = seq.constraint
+        if c is None or c.sampler is None:
+            token = C.llama_sampler_sample(seq.sampler, self.model.ctx, idx)
+            if c is not None and c.waiting:
+                c.watch(token)
+            return token
         if self._candidates is None:
             self._candidates = Candidates(self.model.n_vocab)
-        return sample(seq.sampler, seq.constraint, self._candidates, self.model.ctx, idx)
+        return sample(seq.sampler, c.sampler, self._candidates, self.model.ctx, idx)
 
     def _evict_idle(self) -> bool:
         idle = [s for s in self.slots if s.seq is None and s.tokens]
@@ -284,7 +287,8 @@ class Scheduler:
         """Free the slot; its KV cells stay as a prefix cache for the next request."""
         if seq.slot is not None:
             seq.slot.seq = None
-        for smpl in (seq.sampler, seq.constraint):
-            if smpl is not None:
-                C.llama_sampler_free(smpl)
+        if seq.sampler is not None:
+            C.llama_sampler_free(seq.sampler)
+        if seq.constraint is not None:
+            seq.constraint.free()
         seq.sampler = seq.constraint = None
