@@ -79,6 +79,30 @@ def test_reasoning_and_tool_call_deltas(scripted_server):
     assert calls[1] == {"index": 0, "function": {"arguments": '{"city":'}}
 
 
+def test_reasoning_tokens_in_usage(scripted_server):
+    scripted_server.engine.enqueue([ReasoningDelta("hm"), "a", Finish("stop", Usage(7, 4, 0, 3))])
+    _, body = scripted_server.json("POST", CHAT, HELLO)
+    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 3}
+
+
+def test_tool_fields_reach_the_engine(scripted_server):
+    fn = {"name": "get_weather", "description": "d",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    body = dict(HELLO, tools=[{"type": "function", "function": fn}], parallel_tool_calls=False,
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}})
+    scripted_server.json("POST", CHAT, body)
+    req = scripted_server.engine.history[0]
+    assert [(t.name, t.description, t.parameters) for t in req.tools] == [("get_weather", "d", fn["parameters"])]
+    assert (req.tool_choice, req.tool_name, req.parallel_tool_calls) == ("function", "get_weather", False)
+    assert req.response_schema == {"type": "object"}
+    scripted_server.json("POST", CHAT, dict(HELLO, tools=body["tools"], response_format={"type": "json_object"}))
+    req = scripted_server.engine.history[1]
+    assert (req.tool_choice, req.response_schema, req.parallel_tool_calls) == ("auto", {}, True)
+    scripted_server.json("POST", CHAT, dict(HELLO, tools=body["tools"], tool_choice="none"))
+    assert scripted_server.engine.history[2].tool_choice == "none"
+
+
 def test_request_fields_reach_the_engine(scripted_server):
     body = dict(HELLO, temperature=0.5, top_p=0.9, top_k=20, min_p=0.1, seed=42, max_tokens=9,
                 max_completion_tokens=11, stop="END", presence_penalty=0.5, frequency_penalty=-0.5,

@@ -1,9 +1,12 @@
-"""Pure engine pieces: UTF-8-safe detokenization with stop strings, sandboxed chat templates."""
+"""Pure engine pieces: UTF-8-safe detokenization with stop strings, sandboxed chat templates,
+tool/thinking formats read from templates."""
 from __future__ import annotations
 
 import pytest
 
 from unsloth_min.core import ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult
+from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, ThinkFormat, detect_think_format,
+                                        detect_tool_format, prepare_messages, starts_thinking)
 from unsloth_min.engine.template import CHATML, ChatTemplate, TemplateError
 from unsloth_min.engine.textstream import TextStream
 
@@ -84,3 +87,47 @@ def test_template_raise_exception_is_a_400():
     with pytest.raises(TemplateError) as e:
         tpl.render(ChatRequest(messages=[Message("user", [Text("x")])]), True)
     assert e.value.status == 400 and "roles must alternate" in e.value.message
+
+
+# ---- formats: what the template says about tool calls and thinking -------------------------------
+@pytest.mark.parametrize("source, expected", [
+    ("{{ '<tool_call>\\n' + tool_call | tojson + '\\n</tool_call>' }}", HERMES),  # Qwen / Hermes
+    ("{{ '[TOOL_CALLS]' + tool_calls | tojson }}", MISTRAL),
+    ("{{ '<|python_tag|>' + tool_call.name }}", LLAMA3),
+    ('Respond in the format {"name": function name, "parameters": dictionary of argument name', LLAMA3),
+    ("<tool_call>\n<function={{ name }}>", None),  # Qwen3-Coder's XML calls: not ours to parse
+    (CHATML, None),
+])
+def test_tool_format_is_read_from_the_template(source, expected):
+    assert detect_tool_format(source) == expected
+
+
+def test_think_format_and_start_state():
+    assert detect_think_format("{{ '[THINK]' }}").close == "[/THINK]"
+    assert detect_think_format(CHATML) == ThinkFormat()
+    think = ThinkFormat()
+    assert starts_thinking("<|im_start|>assistant\n<think>\n", "", think)
+    assert not starts_thinking("<|im_start|>assistant\n<think>\n\n</think>\n\n", "", think)
+    assert not starts_thinking("<|im_start|>user\nsay <think><|im_end|>\n<|im_start|>assistant\n", "", think)
+    assert starts_thinking("<|im_start|>assistant\n", "<think>\nSo far", think)
+    assert not starts_thinking("<|im_start|>assistant\n<think>\n", "x</think>\nAnswer:", think)
+
+
+def test_tools_without_a_template_format_become_hermes_text():
+    tool = Tool("get_weather", "Weather", {"type": "object", "properties": {"city": {"type": "string"}}})
+    req = ChatRequest(messages=[
+        Message("system", [Text("Be brief.")]), Message("user", [Text("Paris?")]),
+        Message("assistant", [Reasoning("look it up"), ToolCall("c1", "get_weather", '{"city": "Paris"}')]),
+        Message("tool", [ToolResult("c1", "sunny")]), Message("tool", [ToolResult("c2", "22C")])])
+    messages = prepare_messages(req.messages, [tool])
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[0].text.startswith("Be brief.\n\n# Tools") and '"name": "get_weather"' in messages[0].text
+    assert messages[2].text == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert messages[2].parts[0] == Reasoning("look it up")
+    assert messages[3].text == ("<tool_response>\nsunny\n</tool_response>\n"
+                                "<tool_response>\n22C\n</tool_response>")
+    prompt = ChatTemplate(CHATML).render(ChatRequest(messages=messages), True)
+    assert "<tool_call>" in prompt and "<tool_response>\nsunny" in prompt
+    no_system = prepare_messages([Message("user", [Text("hi")])], [tool])
+    assert no_system[0].role == "system" and no_system[0].text.startswith("# Tools")
+    assert prepare_messages([Message("user", [Text("hi")])], []) == [Message("user", [Text("hi")])]

@@ -2,8 +2,12 @@
 
 Strategy: `Engine.generate()` renders the chat template, tokenizes, checks the context, queues a
 `Sequence` on the scheduler's worker thread and yields `Started` at once (so the caller can commit
-to a response before the first token), then every event the worker emits. Closing the iterator
+to a response before the first token), then the worker's text run through the output parser
+(output.py: thinking, answer text, tool calls) as core events, and `Finish`. Closing the iterator
 (client gone, task cancelled) cancels the sequence: the worker drops it before its next token.
+Tools and thinking: the template's own formats are detected once (formats.py); a template without
+a tool format gets our Hermes section instead. `tool_choice` none hides the tools; required, a
+named function, auto (lazily) and `response_schema` get a grammar (grammar.py).
 With `--mmproj` a prompt with images is tokenized by the projector (vision.py), off the event loop,
 into token ids plus image chunks the worker evaluates; without one, images are dropped with a
 warning, once per request.
@@ -16,11 +20,14 @@ import asyncio
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
-from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started
+from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started, TextDelta
+from .formats import HERMES, detect_think_format, detect_tool_format, prepare_messages, starts_thinking
+from .grammar import Grammar, build_grammar
 from .model import Model, ModelParams
+from .output import OutputParser
 from .scheduler import Scheduler, Sequence
 from .template import CHATML, ChatTemplate
 from .vision import MediaChunk, Vision
@@ -97,11 +104,24 @@ class Engine:
             except Exception:
                 self.model.close()
                 raise
+        self.tool_format = detect_tool_format(self.template.source)  # None: we describe tools
+        self.think_format = detect_think_format(self.template.source)
+        self.special = self._marker_tokens()
         self.scheduler = Scheduler(self.model, opts.max_queue)
 
     @property
     def accepts_images(self) -> bool:
         return self.vision is not None
+
+    def _marker_tokens(self) -> frozenset:
+        """Markers that are control tokens (e.g. `[TOOL_CALLS]`) must reach the parser as text."""
+        fmt, think = self.tool_format or HERMES, self.think_format
+        out = set()
+        for marker in (fmt.open, fmt.close, think.open, think.close):
+            ids = self.model.tokenize(marker, special=True) if marker else []
+            if len(ids) == 1 and not self.model.piece(ids[0]):
+                out.add(ids[0])
+        return frozenset(out)
 
     def close(self) -> None:
         self.scheduler.close()
@@ -111,18 +131,38 @@ class Engine:
 
     # ---- prompt ----------------------------------------------------------------------------------
     def render(self, req: ChatRequest) -> str:
+        return "".join(self.render_parts(req))
+
+    def render_parts(self, req: ChatRequest) -> tuple[str, str]:
+        """(conversation + generation prompt, prefill) with the tools shown the template's way;
+        images become the projector's marker, or are dropped (with a warning) without one."""
         marker = self.vision.marker if self.vision else None
         if marker is None and images_of(req):
             log.warning("this model has no vision projector: the request's images are dropped")
         thinking = self.reasoning if req.enable_thinking is None else req.enable_thinking
-        return self.template.render(req, thinking, marker)
+        offered = req.tools if req.tool_choice != "none" else []
+        if self.tool_format is None:
+            shown = replace(req, messages=prepare_messages(req.messages, offered), tools=[])
+        else:
+            shown = replace(req, tools=offered)
+        return self.template.render_parts(shown, thinking, marker)
+
+    def plan(self, req: ChatRequest):
+        """(prompt tokens, image chunks by start, output parser, grammar or None)."""
+        text, prefill = self.render_parts(req)
+        thinking = starts_thinking(text, prefill, self.think_format)
+        calling = bool(req.tools) and req.tool_choice != "none"
+        fmt = self.tool_format or HERMES
+        parser = OutputParser(fmt if calling else None, self.think_format, thinking,
+                              req.parallel_tool_calls)
+        prompt, media = self.build_prompt(req, text + prefill)
+        return prompt, media, parser, build_grammar(req, fmt, self.think_format, thinking)
 
     def tokenize_prompt(self, req: ChatRequest) -> list[int]:
-        return self.build_prompt(req)[0]
+        return self.build_prompt(req, self.render(req))[0]
 
-    def build_prompt(self, req: ChatRequest) -> tuple[list[int], dict[int, MediaChunk]]:
+    def build_prompt(self, req: ChatRequest, text: str) -> tuple[list[int], dict[int, MediaChunk]]:
         """Token ids (image positions as vision.py's pseudo-tokens) and image chunks by start."""
-        text = self.render(req)
         bos = self.template.bos_token
         add_bos = self.model.add_bos and not (bos and text.startswith(bos))
         images = images_of(req) if self.vision else []
@@ -140,9 +180,9 @@ class Engine:
     # ---- generation ------------------------------------------------------------------------------
     async def generate(self, req: ChatRequest) -> AsyncIterator[Event]:
         if self.vision and images_of(req):  # decoding and resizing images takes a while
-            prompt, media = await asyncio.to_thread(self.build_prompt, req)
+            prompt, media, parser, grammar = await asyncio.to_thread(self.plan, req)
         else:
-            prompt, media = self.build_prompt(req)
+            prompt, media, parser, grammar = self.plan(req)
         if len(prompt) >= self.n_ctx:
             raise context_error(len(prompt), self.n_ctx)
         if not prompt:
@@ -152,16 +192,46 @@ class Engine:
         max_tokens = min(sampling.max_tokens or room, room)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        seq = Sequence(prompt, sampling, max_tokens, emit=_emitter(loop, queue), media=media)
+        seq = Sequence(prompt, sampling, max_tokens, emit=_emitter(loop, queue), media=media,
+                       grammar=grammar.gbnf if grammar else None,
+                       triggers=grammar.triggers if grammar else (), special=self.special)
         self.scheduler.submit(seq)
         try:
             yield Started(len(prompt))
-            while True:
-                ev = await queue.get()
-                if isinstance(ev, Exception):
-                    raise ev
+            async for ev in parsed(queue, parser, seq):
                 yield ev
-                if isinstance(ev, Finish):
-                    return
         finally:
             self.scheduler.cancel(seq)  # a no-op once finished; otherwise frees the slot
+
+
+async def parsed(queue: asyncio.Queue, parser: OutputParser, seq: Sequence) -> AsyncIterator[Event]:
+    """The worker's events with its text run through `parser`, up to and including Finish."""
+    thinking_tokens = 0
+    while True:
+        ev = await queue.get()
+        if isinstance(ev, Exception):
+            raise ev
+        if isinstance(ev, TextDelta):
+            if parser.passthrough:  # the common case: plain answer text, no per-token work
+                yield ev
+                continue
+            thinking_tokens += parser.state == "think"
+            for out in parser.push(ev.text):
+                yield out
+            seq.stop = parser.repeating  # the calls began to repeat: the answer is complete
+        elif isinstance(ev, Finish):
+            for out in parser.close():
+                yield out
+            yield finished(ev, parser, thinking_tokens)
+            return
+        else:
+            yield ev
+
+
+def finished(ev: Finish, parser: OutputParser, thinking_tokens: int) -> Finish:
+    """The worker's Finish, told about tool calls and thinking."""
+    # complete calls make a complete answer, even if a later, cut-off call was dropped; a call
+    # cut off itself (max_tokens, a stop string) keeps the reason that cut it
+    reason = "tool_calls" if parser.calls and not parser.cut else ev.reason
+    usage = replace(ev.usage, reasoning_tokens=thinking_tokens)
+    return Finish(reason, usage, ev.stop_sequence if reason == "stop_sequence" else None)

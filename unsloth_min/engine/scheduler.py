@@ -12,6 +12,9 @@ each image's start. When prefill reaches one, the chunk is evaluated on its own,
 batch (embeddings cannot share a llama_batch with tokens), and a cached prefix never ends inside one.
 ctypes releases the GIL inside llama.cpp, so the event loop runs while the model computes.
 
+A sequence may carry a GBNF grammar (grammar.py), eager or lazy: it is checked against the token
+the chain picks, and filters the whole vocabulary only when it rejects it (constrain.py).
+
 Does not: render or tokenize prompts, parse thinking or tool calls, or know about asyncio.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Callable
 import llama_cpp as C
 
 from ..core import ApiError, Finish, Sampling, TextDelta, Usage
+from .constrain import Candidates, Constraint, sample
 from .model import Model
 from .textstream import TextStream
 
@@ -40,15 +44,19 @@ class Sequence:
     sampling: Sampling           # complete: merged with the server defaults
     max_tokens: int
     emit: Callable[[object], None]
-    grammar: str | None = None   # GBNF constraining the whole answer
+    grammar: str | None = None   # GBNF constraining the answer (root rule "root")
+    triggers: tuple[str, ...] = ()  # non-empty: the grammar is lazy, it starts at a match
+    special: frozenset = frozenset()  # control tokens shown as text (format markers)
     media: dict = field(default_factory=dict)  # prompt index → image chunk (n_tokens, evaluate())
     cancelled: bool = False
+    stop: bool = False           # set by the consumer: finish ("stop") instead of the next token
     # scheduler state
     n_done: int = 0              # prompt tokens already in the KV cache
     cached: int = 0              # of which reused from an earlier request
     n_generated: int = 0
     last: int = -1               # the sampled token still to be decoded
     sampler: object = None
+    constraint: object = None    # the grammar, kept out of the chain (constrain.Constraint)
     text: TextStream = field(default=None)
     slot: "Slot" = None
 
@@ -81,6 +89,7 @@ class Scheduler:
         self._cv = threading.Condition()
         self._stop = False
         self._batch = C.llama_batch_init(model.params.n_batch, 0, 1)
+        self._candidates: Candidates | None = None  # for grammar-constrained sampling
         self._thread = threading.Thread(target=self._run, name="unsloth-engine", daemon=True)
         self._thread.start()
 
@@ -154,14 +163,15 @@ class Scheduler:
         seq.n_done = seq.cached = n
         seq.slot, slot.seq = slot, seq
         seq.sampler = self._sampler(seq)
+        if seq.grammar:
+            seq.constraint = Constraint(self.model.vocab, seq.grammar, seq.triggers,
+                                        lambda t: self.model.piece(t, special=True))
         seq.text = TextStream(seq.sampling.stop)
 
     def _sampler(self, seq: Sequence):
         s, m = seq.sampling, self.model
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         add = lambda smpl: C.llama_sampler_chain_add(chain, smpl)  # noqa: E731
-        if seq.grammar:
-            add(C.llama_sampler_init_grammar(m.vocab, seq.grammar.encode(), b"root"))
         rep, freq, pres = s.repetition_penalty or 1.0, s.frequency_penalty or 0.0, s.presence_penalty or 0.0
         if rep != 1.0 or freq or pres:
             pen = C.llama_sampler_init_penalties(m.n_vocab, PENALTY_LAST_N, rep, freq, pres)
@@ -219,7 +229,18 @@ class Scheduler:
             raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
         for seq, idx in outputs:
             if not seq.cancelled:
-                self._on_token(seq, C.llama_sampler_sample(seq.sampler, self.model.ctx, idx))
+                self._on_token(seq, self._sample(seq, idx))
+
+    def _sample(self, seq: Sequence, idx: int) -> int:
+        c = seq.constraint
+        if c is None or c.sampler is None:
+            token = C.llama_sampler_sample(seq.sampler, self.model.ctx, idx)
+            if c is not None and c.waiting:
+                c.watch(token)
+            return token
+        if self._candidates is None:
+            self._candidates = Candidates(self.model.n_vocab)
+        return sample(seq.sampler, c.sampler, self._candidates, self.model.ctx, idx)
 
     def _prefill_media(self) -> None:
         """Evaluate the images that prefilling sequences have reached, one sequence at a time."""
@@ -253,11 +274,11 @@ class Scheduler:
         return i
 
     def _on_token(self, seq: Sequence, token: int) -> None:
-        if self.model.is_eog(token):
+        if seq.stop or self.model.is_eog(token):
             return self._finish(seq, "stop")
         seq.n_generated += 1
         seq.last = token
-        text, stop = seq.text.push(self.model.piece(token))
+        text, stop = seq.text.push(self.model.piece(token, token in seq.special))
         if text:
             seq.emit(TextDelta(text))
         if stop is not None:
@@ -286,4 +307,6 @@ class Scheduler:
             seq.slot.seq = None
         if seq.sampler is not None:
             C.llama_sampler_free(seq.sampler)
-            seq.sampler = None
+        if seq.constraint is not None:
+            seq.constraint.free()
+        seq.sampler = seq.constraint = None

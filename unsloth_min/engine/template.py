@@ -55,14 +55,18 @@ class ChatTemplate:
         self.bos_token, self.eos_token = bos_token, eos_token
 
     def render(self, req: ChatRequest, enable_thinking: bool, image_marker: str | None = None) -> str:
-        """The prompt for `req`. A trailing assistant message is a prefill the answer continues.
+        """The prompt for `req`. A trailing assistant message is a prefill the answer continues."""
+        return "".join(self.render_parts(req, enable_thinking, image_marker))
+
+    def render_parts(self, req: ChatRequest, enable_thinking: bool,
+                     image_marker: str | None = None) -> tuple[str, str]:
+        """(the rendered conversation with its generation prompt, the prefill after it).
         Images become `image_marker`, or nothing when it is None."""
         messages = [message_dict(m, image_marker) for m in req.messages]
-        prefill = None
+        prefill = ""
         if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
             prefill = messages.pop()["content"] or ""
-        text = self._render(messages, tools_dicts(req.tools), enable_thinking)
-        return text + (prefill or "")
+        return self._render(messages, tools_dicts(req.tools), enable_thinking), prefill
 
     def _render(self, messages: list[dict], tools: list[dict] | None, enable_thinking: bool) -> str:
         try:

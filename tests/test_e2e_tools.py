@@ -1,0 +1,196 @@
+"""Tools, structured output and thinking end to end on the real SmolLM2-135M, through the SDK.
+
+SmolLM2's template has no tool format: the server describes the tools in a Hermes section and the
+grammar makes the calls. A 135M model cannot be trusted to call anything correctly, so every
+call below is valid only because of the grammar: that is what these tests check, with a tiny
+JSON-Schema validator. A second server with a `--chat-template` whose generation prompt opens
+`<think>` checks that thinking goes to `reasoning_content` and never into `content`.
+"""
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from conftest import KEY, sse_events, start_server_process, stop_server_process
+
+pytestmark = pytest.mark.model
+CHAT = "/v1/chat/completions"
+
+WEATHER = {"type": "object", "required": ["city", "unit"], "properties": {
+    "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}
+TIME = {"type": "object", "required": ["zone"], "properties": {"zone": {"enum": ["UTC", "CET", "PST"]}}}
+SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
+TOOLS = [{"type": "function", "function": {"name": name, "description": f"{name.replace('_', ' ')}",
+                                           "parameters": schema}} for name, schema in SCHEMAS.items()]
+ASK = [{"role": "user", "content": "What is the weather in Paris, and the time there?"}]
+PERSON = {"type": "object", "required": ["name", "age", "mood"], "properties": {
+    "name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"},
+    "mood": {"type": "string", "enum": ["happy", "sad"]}}}
+
+
+def validate(value, schema: dict, path: str = "$") -> None:
+    """Just enough JSON Schema for these tests: type, enum, required, properties, items, maxLength."""
+    if "enum" in schema:
+        assert value in schema["enum"], f"{path}: {value!r} not in {schema['enum']}"
+    kind = schema.get("type")
+    if kind == "object":
+        assert isinstance(value, dict), path
+        for key in schema.get("required", []):
+            assert key in value, f"{path}.{key} is missing"
+        for key, v in value.items():
+            assert key in schema.get("properties", {}), f"{path}.{key} is not allowed"
+            validate(v, schema["properties"][key], f"{path}.{key}")
+    elif kind == "string":
+        assert isinstance(value, str) and len(value) <= schema.get("maxLength", len(value)), path
+    elif kind == "integer":
+        assert isinstance(value, int) and not isinstance(value, bool), path
+
+
+def check_calls(calls) -> None:
+    assert calls
+    for call in calls:
+        assert call.id.startswith("call_") and call.type == "function"
+        validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+
+
+@pytest.fixture(scope="module")
+def client(real_server):
+    return openai.OpenAI(base_url=real_server.base_url + "/v1", api_key=KEY, max_retries=0, timeout=300)
+
+
+def test_required_calls_satisfy_the_schema(client):
+    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="required",
+                                       max_tokens=90, seed=7)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    check_calls(choice.message.tool_calls)
+
+
+def test_named_function_streamed_equals_plain(client):
+    kw = dict(model="m", messages=ASK, tools=TOOLS, parallel_tool_calls=False, temperature=0,
+              tool_choice={"type": "function", "function": {"name": "get_time"}})
+    plain = client.chat.completions.create(**kw).choices[0]
+    assert plain.finish_reason == "tool_calls" and len(plain.message.tool_calls) == 1
+    check_calls(plain.message.tool_calls)
+    assert plain.message.tool_calls[0].function.name == "get_time"
+    deltas, finish = [], None
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        delta = chunk.choices[0].delta
+        deltas += delta.tool_calls or []
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls" and {d.index for d in deltas} == {0}
+    assert deltas[0].id.startswith("call_") and deltas[0].function.name == "get_time"
+    assert all(d.id is None for d in deltas[1:]) and len(deltas) > 2  # arguments in fragments
+    assert "".join(d.function.arguments or "" for d in deltas) == plain.message.tool_calls[0].function.arguments
+
+
+def test_stream_helper_accumulates_tool_calls(client):
+    with client.chat.completions.stream(model="m", messages=ASK, tools=TOOLS, tool_choice="required",
+                                        max_tokens=90, seed=11) as stream:
+        kinds = {event.type for event in stream}
+        final = stream.get_final_completion()
+    assert "tool_calls.function.arguments.delta" in kinds and "tool_calls.function.arguments.done" in kinds
+    assert final.choices[0].finish_reason == "tool_calls"
+    check_calls(final.choices[0].message.tool_calls)
+
+
+def test_tool_choice_none_answers_in_text(client):
+    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="none",
+                                       max_tokens=16, temperature=0)
+    assert r.choices[0].message.content and not r.choices[0].message.tool_calls
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_auto_answers_text_or_valid_calls(client):
+    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, max_tokens=40, temperature=0)
+    choice = r.choices[0]
+    if choice.message.tool_calls:
+        assert choice.finish_reason == "tool_calls"
+        check_calls(choice.message.tool_calls)
+    else:
+        assert choice.message.content and choice.finish_reason in ("stop", "length")
+
+
+def test_tool_results_go_back_to_the_model(client):
+    history = ASK + [
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 22 degrees"}]
+    first = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=1)
+    r = client.chat.completions.create(model="m", messages=history, tools=TOOLS, tool_choice="none",
+                                       max_tokens=12, temperature=0)
+    assert r.choices[0].message.content
+    assert r.usage.prompt_tokens > first.usage.prompt_tokens + 30  # the call and its result are in it
+
+
+def test_response_format_json_schema_validates(client):
+    r = client.chat.completions.create(
+        model="m", max_tokens=60, seed=3, messages=[{"role": "user", "content": "Invent a person."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+    assert r.choices[0].finish_reason == "stop"
+    validate(json.loads(r.choices[0].message.content), PERSON)
+
+
+def test_response_format_json_object_streamed(client):
+    text = ""
+    for chunk in client.chat.completions.create(
+            model="m", max_tokens=60, seed=5, stream=True, response_format={"type": "json_object"},
+            messages=[{"role": "user", "content": "Describe a cat as JSON."}]):
+        text += chunk.choices[0].delta.content or ""
+        finish = chunk.choices[0].finish_reason
+    assert finish == "stop" and isinstance(json.loads(text), dict)
+
+
+# ---- thinking ------------------------------------------------------------------------------------
+THINK_TEMPLATE = """\
+{%- for m in messages -%}
+{{ '<|im_start|>' + m.role + '\\n' }}
+{%- if m.reasoning_content %}{{ '<think>\\n' + m.reasoning_content + '\\n</think>\\n\\n' }}{% endif -%}
+{{ m.content + '<|im_end|>\\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{ '<|im_start|>assistant\\n' }}
+{%- if enable_thinking %}{{ '<think>\\n' }}{% else %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif -%}
+{%- endif -%}
+"""
+
+
+@pytest.fixture(scope="module")
+def thinking_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("thinking")
+    template = home / "think.jinja"
+    template.write_text(THINK_TEMPLATE)
+    running = start_server_process(str(home), "--chat-template", str(template), "--max-tokens", "24")
+    yield running
+    assert stop_server_process(running) == 0
+
+
+def test_thinking_goes_to_reasoning_content(thinking_server):
+    body = {"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "Is 7 prime?"}]}
+    status, r = thinking_server.json("POST", CHAT, body, timeout=300)
+    assert status == 200
+    message = r["choices"][0]["message"]
+    assert message["reasoning_content"].strip()
+    assert not message["content"] or message["reasoning_content"] not in message["content"]
+    assert r["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
+    status, _, data = thinking_server.request("POST", CHAT, dict(body, stream=True), timeout=300)
+    deltas = [json.loads(d)["choices"][0]["delta"] for _, d in sse_events(data)[:-1]]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == message["reasoning_content"]
+    assert "".join(d.get("content") or "" for d in deltas) == message["content"]
+
+
+def test_thinking_sent_back_and_turned_off(thinking_server):
+    body = {"model": "m", "temperature": 0, "chat_template_kwargs": {"enable_thinking": False},
+            "messages": [{"role": "user", "content": "Is 7 prime?"},
+                         {"role": "assistant", "content": "Yes.", "reasoning_content": "7 has no divisors."},
+                         {"role": "user", "content": "And 9?"}]}
+    status, r = thinking_server.json("POST", CHAT, body, timeout=300)
+    assert status == 200
+    message = r["choices"][0]["message"]
+    assert message["content"] and "reasoning_content" not in message
+    status, r = thinking_server.json("POST", CHAT, dict(body, chat_template_kwargs=None,
+                                                        enable_thinking=False), timeout=300)
+    assert status == 200 and "reasoning_content" not in r["choices"][0]["message"]

@@ -1,0 +1,226 @@
+"""Grammars against llama.cpp itself: text walked token by token through the real grammar sampler.
+
+A walk tokenizes a candidate answer with SmolLM2's vocabulary (loaded vocab-only, no weights) and
+offers each token to the grammar the way the scheduler does (`Candidates.allows`, then accept):
+what a valid call spells must pass up to end-of-generation, and a wrong enum, a missing required
+key or an unknown name must be refused at the token that breaks it. Lazy grammars see free text
+until their trigger, which also checks that the trigger's replay never feeds the grammar text it
+would reject (llama.cpp aborts on that).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+
+import llama_cpp as C
+import pytest
+
+from unsloth_min.core import ChatRequest, Tool
+from unsloth_min.engine import embedded_model_path
+from unsloth_min.engine.constrain import WINDOW, Candidates, Constraint, grammar_sampler
+from unsloth_min.engine.model import _init_backend
+from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, ThinkFormat
+from unsloth_min.engine.grammar import build_grammar
+
+pytestmark = pytest.mark.model
+WEATHER = Tool("get_weather", "Weather in a city", {
+    "type": "object", "required": ["city", "unit"],
+    "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}})
+TIME = Tool("get_time", "The time", {"type": "object", "properties": {}})
+GOOD = '{"city": "Paris", "unit": "celsius"}'
+HERMES_CALL = '<tool_call>\n{"name": "get_weather", "arguments": ' + GOOD + '}\n</tool_call>'
+
+
+class Vocab:
+    def __init__(self, path: str):
+        _init_backend()  # llama.cpp's log goes to `logging`
+        params = C.llama_model_default_params()
+        params.vocab_only = True
+        self.model = C.llama_model_load_from_file(path.encode(), params)
+        self.vocab = C.llama_model_get_vocab(self.model)
+        self.cand = Candidates(C.llama_vocab_n_tokens(self.vocab))
+        self.eos = C.llama_vocab_eos(self.vocab)
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        buf = (C.llama_token * (len(data) + 8))()
+        n = C.llama_tokenize(self.vocab, data, len(data), buf, len(buf), False, True)
+        return list(buf[:n])
+
+    def walk(self, grammar, text: str, end: bool = True) -> str:
+        """'ok', or the text up to the first refused token."""
+        smpl = grammar_sampler(self.vocab, grammar.gbnf, grammar.triggers)
+        assert smpl, "llama.cpp rejected the grammar"
+        try:
+            done = b""
+            for tok in self.tokenize(text):
+                if not self.cand.allows(smpl, tok):
+                    return "refused after " + done.decode(errors="replace")
+                C.llama_sampler_accept(smpl, tok)
+                done += self.piece(tok)
+            if end and not self.cand.allows(smpl, self.eos):
+                return "no end allowed"
+            return "ok"
+        finally:
+            C.llama_sampler_free(smpl)
+
+    def walk_watched(self, grammar, text: str) -> tuple[str, Constraint]:
+        """As the scheduler samples: the grammar checks tokens once its Constraint has started it."""
+        c = Constraint(self.vocab, grammar.gbnf, grammar.triggers, self.piece)
+        try:
+            done = b""
+            for tok in self.tokenize(text):
+                if c.sampler is None:
+                    c.watch(tok)
+                elif not self.cand.allows(c.sampler, tok):
+                    return "refused after " + done.decode(errors="replace"), c
+                else:
+                    C.llama_sampler_accept(c.sampler, tok)
+                done += self.piece(tok)
+            return "ok", c
+        finally:
+            c.free()
+
+    def piece(self, tok: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = C.llama_token_to_piece(self.vocab, tok, buf, 64, 0, True)
+        return buf.raw[:n]
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    v = Vocab(embedded_model_path())
+    yield v
+    C.llama_model_free(v.model)
+
+
+def grammar(choice="required", tools=(WEATHER, TIME), fmt=HERMES, thinking=False, **kw):
+    req = ChatRequest(messages=[], tools=list(tools), tool_choice=choice, **kw)
+    return build_grammar(req, fmt, ThinkFormat(), thinking)
+
+
+def test_required_accepts_a_valid_call_and_then_only_the_end(vocab):
+    g = grammar()
+    assert not g.lazy
+    assert vocab.walk(g, HERMES_CALL) == "ok"
+    assert vocab.walk(g, HERMES_CALL + "\n") == "ok"  # whitespace, then the end
+    assert vocab.walk(g, HERMES_CALL[:-3], end=True) == "no end allowed"
+    assert vocab.walk(g, HERMES_CALL + "\nThanks").startswith("refused")
+
+
+@pytest.mark.parametrize("bad", [
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "kelvin"}}\n</tool_call>',
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+    '<tool_call>\n{"name": "get_wether", "arguments": {}}\n</tool_call>',
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": 3, "unit": "celsius"}}\n</tool_call>',
+    'The weather is nice.',
+])
+def test_required_refuses_what_breaks_the_schema(vocab, bad):
+    assert vocab.walk(grammar(), bad).startswith("refused")
+
+
+def test_named_function_and_parallel_calls(vocab):
+    named = grammar("function", tool_name="get_time")
+    assert vocab.walk(named, '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>') == "ok"
+    assert vocab.walk(named, HERMES_CALL).startswith("refused")
+    two = HERMES_CALL + '\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'
+    assert vocab.walk(grammar(), two) == "ok"
+    assert vocab.walk(grammar(parallel_tool_calls=False), two).startswith("refused")
+
+
+@pytest.mark.parametrize("fmt, text", [
+    (MISTRAL, '[TOOL_CALLS][{"name": "get_weather", "arguments": ' + GOOD + '}, '
+              '{"name": "get_time", "arguments": {}}]'),
+    (LLAMA3, '{"name": "get_weather", "parameters": ' + GOOD + '}'),
+    (LLAMA3, '<|python_tag|>{"name": "get_time", "parameters": {}}'),
+])
+def test_other_formats(vocab, fmt, text):
+    assert vocab.walk(grammar(fmt=fmt), text) == "ok"
+    assert vocab.walk(grammar(fmt=fmt), text.replace("celsius", "kelvin").replace("{}", "{\"x\": 1}")
+                      ).startswith("refused")
+
+
+@pytest.mark.parametrize("fmt, call", [
+    (HERMES, HERMES_CALL),
+    (MISTRAL, '[TOOL_CALLS] [{"name": "get_weather", "arguments": ' + GOOD + '}]'),
+    (LLAMA3, '{"name": "get_weather", "parameters": ' + GOOD + '}'),
+])
+def test_auto_is_free_until_a_call_begins(vocab, fmt, call):
+    g = grammar("auto", fmt=fmt)
+    assert g.lazy
+    assert vocab.walk(g, "Sure! It is sunny in {Paris} today.") == "ok"
+    lead = "" if fmt is LLAMA3 else "Let me check. "
+    assert vocab.walk(g, lead + call) == "ok"
+    assert vocab.walk(g, lead + call.replace("celsius", "kelvin")).startswith("refused")
+
+
+def test_thinking_comes_first_then_the_grammar(vocab):
+    g = grammar(thinking=True)
+    assert vocab.walk(g, "I should call get_weather. {not json}</think>\n\n" + HERMES_CALL) == "ok"
+    bad = "hmm</think>\n\n" + HERMES_CALL.replace("celsius", "kelvin")
+    assert vocab.walk(g, bad).startswith("refused")
+    auto = grammar("auto", thinking=True)
+    assert vocab.walk(auto, "no call here {}</think>\nPlain answer.") == "ok"
+    assert vocab.walk(auto, "hmm</think>\n" + HERMES_CALL) == "ok"
+    assert vocab.walk(auto, "hmm</think>\n" + HERMES_CALL.replace("celsius", "kelvin")).startswith("refused")
+    llama = grammar("auto", fmt=LLAMA3, thinking=True)
+    bare = '{"name": "get_weather", "parameters": ' + GOOD + '}'
+    assert vocab.walk(llama, 'x {"name": 1}</think>\n' + bare) == "ok"
+    assert vocab.walk(llama, "x</think>\n" + bare.replace("celsius", "kelvin")).startswith("refused")
+
+
+def test_response_schema(vocab):
+    schema = {"type": "object", "required": ["name", "age", "tags"], "properties": {
+        "name": {"type": "string"}, "age": {"type": "integer"},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}}}}
+    g = grammar("none", tools=(), response_schema=schema)
+    assert vocab.walk(g, '{"name": "Ann", "age": 31, "tags": ["a", "b"]}') == "ok"
+    assert vocab.walk(g, '{"name": "Ann", "age": 3.5, "tags": []}').startswith("refused")
+    assert vocab.walk(g, '{"name": "Ann", "tags": []}').startswith("refused")
+    any_object = grammar("none", tools=(), response_schema={})
+    assert vocab.walk(any_object, '{"x": [1, {"y": null}]}') == "ok"
+    assert vocab.walk(any_object, "[1]").startswith("refused")
+    assert grammar("none", tools=()) is None
+
+
+def test_unsupported_schema_degrades_with_a_warning(vocab, caplog):
+    odd = Tool("odd", "", {"type": "object", "properties": {"x": {"type": "no-such-type"}}})
+    with caplog.at_level(logging.WARNING, "unsloth_min.engine"):
+        g = grammar("function", tools=(odd,), tool_name="odd")
+    assert "cannot build a grammar" in caplog.text
+    assert vocab.walk(g, '<tool_call>{"name": "odd", "arguments": {"x": "anything", "y": [1]}}</tool_call>') == "ok"
+    with caplog.at_level(logging.WARNING, "unsloth_min.engine"):
+        assert grammar("none", tools=(), response_schema={"type": "no-such-type"}) is None
+
+
+@pytest.mark.parametrize("fmt", [HERMES, MISTRAL, LLAMA3])
+@pytest.mark.parametrize("choice", ["auto", "required", "function"])
+@pytest.mark.parametrize("thinking", [False, True])
+def test_every_combination_is_accepted_by_llama_cpp(vocab, fmt, choice, thinking):
+    g = grammar(choice, fmt=fmt, thinking=thinking, tool_name="get_time", response_schema={"type": "object"})
+    smpl = grammar_sampler(vocab.vocab, g.gbnf, g.triggers)
+    assert smpl
+    C.llama_sampler_free(smpl)
+
+
+@pytest.mark.parametrize("fmt, call", [
+    (HERMES, HERMES_CALL),
+    (MISTRAL, '[TOOL_CALLS][{"name": "get_weather", "arguments": ' + GOOD + '}]'),
+])
+def test_watched_triggers_start_the_grammar_late_in_a_long_answer(vocab, fmt, call):
+    g = grammar("auto", fmt=fmt)
+    prose = "Some thoughts about the weather, {braces} and <tags>. " * 60
+    result, c = vocab.walk_watched(g, prose)
+    assert result == "ok" and c.waiting and c.size < WINDOW + 64  # bounded, however long the text
+    assert vocab.walk_watched(g, prose + call)[0] == "ok"
+    assert vocab.walk_watched(g, prose + call.replace("celsius", "kelvin"))[0].startswith("refused")
+
+
+def test_watched_bare_call_only_at_the_start(vocab):
+    g = grammar("auto", fmt=LLAMA3)
+    bad = '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "kelvin"}}'
+    assert vocab.walk_watched(g, bad)[0].startswith("refused")
+    assert vocab.walk_watched(g, "x " * 120 + bad)[0] == "ok"  # mid-answer JSON is just text
+    thinking = grammar(thinking=True)
+    assert vocab.walk_watched(thinking, "long thought " * 50 + "</think>\n" + HERMES_CALL)[0] == "ok"
+    assert vocab.walk_watched(thinking, "t</think>\n" + bad)[0].startswith("refused")

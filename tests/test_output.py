@@ -1,0 +1,191 @@
+"""The output parser: every format, fed whole, split at every byte boundary, and byte by byte.
+
+Each case is a model's raw output and what a client must see. The bytes go through `TextStream`
+(as the scheduler's tokens do) and then the parser; the events are folded the way a client folds
+a stream. Whatever the split, the fold equals the expected answer, which is also what the
+non-streaming path (the same parser, the same events) returns.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unsloth_min.core import ReasoningDelta, TextDelta, ToolCallDelta
+from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, ThinkFormat
+from unsloth_min.engine.output import OutputParser
+from unsloth_min.engine.textstream import TextStream
+
+WEATHER = '{"city": "Paris", "unit": "celsius"}'
+TRICKY = '{"code": "if (a) { b = \\"}\\"; } // ]", "n": [1, {"x": null}], "s": "a,b}"}'
+
+CASES = {
+    "plain": ({}, "Hello <b>world</b> 🙂", [("text", "Hello <b>world</b> 🙂")]),
+    "leading-space": ({}, "  hi", [("text", "  hi")]),
+    "think": ({}, "<think>\nhmm, 2 < 3\n</think>\n\nThe answer.",
+              [("reasoning", "hmm, 2 < 3"), ("text", "The answer.")]),
+    "think-opened-by-prompt": ({"thinking": True}, "a </b> b\n</think>\n\nYes, 世界.",
+                               [("reasoning", "a </b> b"), ("text", "Yes, 世界.")]),
+    "think-cut-off": ({"thinking": True}, "still thinking </thi", [("reasoning", "still thinking </thi")]),
+    "think-only-at-start": ({}, "I <think> so", [("text", "I <think> so")]),
+    "think-brackets": ({"think": ThinkFormat("[THINK]", "[/THINK]")}, "[THINK]x[/THINK]y",
+                       [("reasoning", "x"), ("text", "y")]),
+    "hermes": ({"tools": HERMES},
+               f'Let me check.\n<tool_call>\n{{"name": "get_weather", "arguments": {WEATHER}}}\n</tool_call>\n'
+               '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>',
+               [("text", "Let me check.\n"), ("call", "get_weather", WEATHER), ("call", "get_time", "{}")]),
+    "hermes-after-thinking": ({"tools": HERMES, "thinking": True},
+                              f'call it</think>\n\n<tool_call>{{"name": "f", "arguments": {TRICKY}}}</tool_call>',
+                              [("reasoning", "call it"), ("call", "f", TRICKY)]),
+    "hermes-text-after-call": ({"tools": HERMES},
+                               '<tool_call>{"name": "f", "arguments": {}}</tool_call>\n\nDone.',
+                               [("call", "f", "{}"), ("text", "Done.")]),
+    "hermes-arguments-first": ({"tools": HERMES}, '<tool_call>{"arguments": {"x": 1}, "name": "f"}</tool_call>',
+                               [("call", "f", '{"x": 1}')]),
+    "hermes-no-arguments": ({"tools": HERMES}, '<tool_call>{"name": "f"}</tool_call>', [("call", "f", "{}")]),
+    "hermes-not-a-call": ({"tools": HERMES}, "Wrap calls in <tool_call> tags.",
+                          [("text", "Wrap calls in <tool_call> tags.")]),
+    "hermes-not-json": ({"tools": HERMES}, "<tool_call>{oops}</tool_call>",
+                        [("text", "<tool_call>{oops}</tool_call>")]),
+    "hermes-partial-marker": ({"tools": HERMES}, "a <tool_c", [("text", "a <tool_c")]),
+    "hermes-cut-off": ({"tools": HERMES}, '<tool_call>{"name": "f", "arguments": {"q": "a b',
+                       [("call", "f", '{"q": "a b')]),
+    "hermes-later-call-cut-off": ({"tools": HERMES},
+                                  '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
+                                  '<tool_call>{"name": "g", "arguments": {"q": ',
+                                  [("call", "f", "{}")]),
+    "hermes-one-call-only": ({"tools": HERMES, "parallel": False},
+                             '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
+                             '<tool_call>{"name": "g", "arguments": {}}</tool_call>', [("call", "f", "{}")]),
+    "hermes-repeat-dropped": ({"tools": HERMES},
+                              '<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>\n'
+                              '<tool_call>{"name": "f", "arguments": {"a":1}}</tool_call>', [("call", "f", '{"a": 1}')]),
+    "markers-without-tools": ({}, '<tool_call>{"name": "f"}</tool_call>',
+                              [("text", '<tool_call>{"name": "f"}</tool_call>')]),
+    "mistral": ({"tools": MISTRAL},
+                '[TOOL_CALLS] [{"name": "f", "arguments": {"a": 1}}, {"name": "g", "arguments": ' + TRICKY + "}]",
+                [("call", "f", '{"a": 1}'), ("call", "g", TRICKY)]),
+    "mistral-text-first": ({"tools": MISTRAL}, 'OK [TOOL_CALLS][{"name": "f", "arguments": {}}]',
+                           [("text", "OK "), ("call", "f", "{}")]),
+    "llama3-bare": ({"tools": LLAMA3}, ' {"name": "f", "parameters": {"a": "x"}}', [("call", "f", '{"a": "x"}')]),
+    "llama3-python-tag": ({"tools": LLAMA3}, 'Sure.<|python_tag|>{"name": "f", "parameters": {}}; '
+                                             '{"name": "g", "parameters": {"b": 2}}',
+                          [("text", "Sure."), ("call", "f", "{}"), ("call", "g", '{"b": 2}')]),
+    "llama3-json-answer": ({"tools": LLAMA3}, '{"answer": 42}', [("text", '{"answer": 42}')]),
+    "llama3-bare-only-at-start": ({"tools": LLAMA3}, 'x {"name": "f", "parameters": {}}',
+                                  [("text", 'x {"name": "f", "parameters": {}}')]),
+}
+
+
+def run(kwargs: dict, pieces: list[bytes]) -> tuple[list, OutputParser]:
+    parser, stream, events = OutputParser(**kwargs), TextStream(), []
+    for piece in pieces:
+        events += parser.push(stream.push(piece)[0])
+    events += parser.push(stream.flush())
+    return events + parser.close(), parser
+
+
+def fold(events: list) -> list:
+    """What a client assembles: runs of text/reasoning joined, calls by index (ids checked)."""
+    out, calls = [], {}
+    for ev in events:
+        if isinstance(ev, ToolCallDelta):
+            if ev.index not in calls:
+                assert ev.index == len(calls) and ev.id.startswith("call_") and ev.name
+                calls[ev.index] = ["call", ev.name, ""]
+                out.append(calls[ev.index])
+            else:
+                assert ev.id is None and ev.name is None
+            calls[ev.index][2] += ev.arguments
+            continue
+        kind = "text" if isinstance(ev, TextDelta) else "reasoning"
+        assert isinstance(ev, (TextDelta, ReasoningDelta)) and ev.text
+        if out and out[-1][0] == kind:
+            out[-1][1] += ev.text
+        else:
+            out.append([kind, ev.text])
+    return [tuple(x) for x in out]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_whole_and_every_split(name):
+    kwargs, text, expected = CASES[name]
+    data = text.encode()
+    assert fold(run(kwargs, [data])[0]) == expected
+    for i in range(1, len(data)):
+        assert fold(run(kwargs, [data[:i], data[i:]])[0]) == expected, f"split at byte {i}"
+    assert fold(run(kwargs, [data[i:i + 1] for i in range(len(data))])[0]) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(CASES)), cuts=st.lists(st.integers(min_value=0, max_value=400)))
+def test_random_splits(name, cuts):
+    kwargs, text, expected = CASES[name]
+    data = text.encode()
+    edges = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    pieces = [data[a:b] for a, b in zip(edges, edges[1:])]
+    assert fold(run(kwargs, pieces)[0]) == expected
+
+
+def test_arguments_stream_in_fragments_and_parse():
+    text = f'<tool_call>{{"name": "get_weather", "arguments": {WEATHER}}}</tool_call>'
+    events, parser = run({"tools": HERMES}, [text[i:i + 3].encode() for i in range(0, len(text), 3)])
+    args = [ev.arguments for ev in events if isinstance(ev, ToolCallDelta)]
+    assert args[0] == "" and len(args) > 5  # name first, then the arguments as they arrive
+    assert json.loads("".join(args)) == json.loads(WEATHER)
+    assert parser.calls == 1 and not parser.cut
+
+
+def test_cut_off_and_repeat_flags():
+    _, parser = run({"tools": HERMES}, [b'<tool_call>{"name": "f", "arguments": {"q": "a'])
+    assert parser.cut
+    two = b'<tool_call>{"name": "f", "arguments": {}}</tool_call><tool_call>{"name": "f", "arguments": {}}'
+    _, parser = run({"tools": HERMES}, [two + b"</tool_call>"])
+    assert parser.repeating and parser.calls == 1
+
+
+def test_passthrough_once_plain_text_has_started():
+    parser = OutputParser()
+    assert not parser.passthrough  # `<think>` could still open
+    assert parser.push("Hi") == [TextDelta("Hi")]
+    assert parser.passthrough
+    assert not OutputParser(HERMES).passthrough
+
+
+# ---- the engine's loop over the parser: finish reasons, repeat stop, reasoning tokens -------------
+def engine_events(kwargs: dict, tokens: list[str], reason: str = "stop"):
+    import asyncio
+    from types import SimpleNamespace
+
+    from unsloth_min.core import Finish, Usage
+    from unsloth_min.engine import parsed
+
+    async def go():
+        queue, seq = asyncio.Queue(), SimpleNamespace(stop=False)
+        for t in tokens:
+            queue.put_nowait(TextDelta(t))
+        queue.put_nowait(Finish(reason, Usage(5, len(tokens))))
+        return [ev async for ev in parsed(queue, OutputParser(**kwargs), seq)], seq
+    return asyncio.run(go())
+
+
+def test_engine_finish_reasons():
+    call = ['<tool_call>{"name": "f", ', '"arguments": {"a": 1}}', "</tool_call>"]
+    events, seq = engine_events({"tools": HERMES}, call)
+    assert events[-1].reason == "tool_calls" and not seq.stop
+    events, _ = engine_events({"tools": HERMES}, call[:2] + ['<tool_call>{"name": "g"'], "length")
+    assert events[-1].reason == "tool_calls"  # the cut-off second call was dropped
+    events, _ = engine_events({"tools": HERMES}, call[:1] + ['"arguments": {"a": '], "length")
+    assert events[-1].reason == "length"  # the only call is cut: say so
+    events, _ = engine_events({"tools": HERMES}, ["Just text."])
+    assert events[-1].reason == "stop"
+
+
+def test_engine_stops_a_repeating_model_and_counts_thinking():
+    _, seq = engine_events({"tools": HERMES}, ['<tool_call>{"name": "f", "arguments": {}}</tool_call>'] * 2)
+    assert seq.stop
+    events, _ = engine_events({"thinking": True}, ["a", " b", "</think>", "c"])
+    assert events[-1].usage.reasoning_tokens == 3  # the closing marker is a thinking token too
+    assert [type(e).__name__ for e in events] == ["ReasoningDelta", "ReasoningDelta", "TextDelta", "Finish"]

@@ -1,0 +1,131 @@
+"""Which markers a model writes for thinking and tool calls, read from its chat template.
+
+Strategy: a chat template that teaches the model a tool-call format mentions that format's marker
+(`<tool_call>` Hermes/Qwen, `[TOOL_CALLS]` Mistral, `<|python_tag|>` or a `"parameters"` JSON
+example Llama 3.x), so `detect_tool_format` looks for the markers in the template source, most
+specific first. Such a template gets our tools and renders tool history itself. A template with
+no known format gets `prepare_messages`: the tools described in a system section in the Hermes
+format (the most widely trained one), earlier calls rewritten as `<tool_call>` text and tool
+results as `<tool_response>` user turns, so that any template can show them.
+
+Does not: parse output (output.py) or build grammars (grammar.py); it only names the markers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..core import Message, Text, Tool, ToolCall, ToolResult
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    name: str
+    open: str               # the marker before a call (before the list, for `listed`)
+    close: str = ""         # the marker after each call ("" → none)
+    args_key: str = "arguments"
+    listed: bool = False    # calls written as one JSON array after `open` (Mistral)
+    bare_json: bool = False  # a `{"name": …}` object at the start of the answer is a call (Llama 3)
+
+
+@dataclass(frozen=True)
+class ThinkFormat:
+    open: str = "<think>"
+    close: str = "</think>"
+
+
+HERMES = ToolFormat("hermes", "<tool_call>", "</tool_call>")
+MISTRAL = ToolFormat("mistral", "[TOOL_CALLS]", listed=True)
+LLAMA3 = ToolFormat("llama3", "<|python_tag|>", args_key="parameters", bare_json=True)
+
+# (marker in the template source, format); the first match wins.
+TOOL_MARKERS = (("[TOOL_CALLS]", MISTRAL), ("<tool_call>", HERMES),
+                ("<|python_tag|>", LLAMA3), ('"parameters": dictionary', LLAMA3))
+# Formats we cannot parse: their templates are treated as having no tool format.
+UNSUPPORTED_MARKERS = ("<function=",)  # Qwen3-Coder's XML calls
+THINK_FORMATS = (ThinkFormat("[THINK]", "[/THINK]"), ThinkFormat())
+
+
+def detect_tool_format(source: str) -> ToolFormat | None:
+    """The template's own tool-call format, or None (we then describe tools ourselves)."""
+    if any(m in source for m in UNSUPPORTED_MARKERS):
+        return None
+    for marker, fmt in TOOL_MARKERS:
+        if marker in source:
+            return fmt
+    return None
+
+
+def detect_think_format(source: str) -> ThinkFormat:
+    for fmt in THINK_FORMATS:
+        if fmt.open in source or fmt.close in source:
+            return fmt
+    return THINK_FORMATS[-1]  # `<think>`: what thinking models write when the template is silent
+
+
+def starts_thinking(rendered: str, prefill: str, think: ThinkFormat) -> bool:
+    """Does the prompt end inside an opened thinking block (the generation prompt or a prefill)?"""
+    if think.open in prefill or think.close in prefill:
+        return prefill.rfind(think.open) > prefill.rfind(think.close)
+    return rendered.rstrip().endswith(think.open)
+
+
+# ---- our own Hermes section, for templates without a tool format ---------------------------------
+SECTION = """# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+For each function call, return a json object with function name and arguments within \
+<tool_call></tool_call> XML tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>"""
+
+
+def tools_section(tools: list[Tool]) -> str:
+    lines = [json.dumps({"type": "function", "function": {"name": t.name, "description": t.description,
+                                                          "parameters": t.parameters}},
+                        ensure_ascii=False) for t in tools]
+    return SECTION.format(tools="\n".join(lines))
+
+
+def call_text(call: ToolCall) -> str:
+    try:
+        args = json.loads(call.arguments or "{}")
+    except ValueError:
+        args = call.arguments
+    body = json.dumps({"name": call.name, "arguments": args}, ensure_ascii=False)
+    return f"<tool_call>\n{body}\n</tool_call>"
+
+
+def prepare_messages(messages: list[Message], tools: list[Tool]) -> list[Message]:
+    """Messages any template can render: tools in the system message, calls and results as text."""
+    out: list[Message] = []
+    merge = False  # the last message holds tool results: the next result joins it
+    for m in messages:
+        if m.role == "tool":
+            results = "\n".join(f"<tool_response>\n{p.content}\n</tool_response>"
+                                for p in m.parts if isinstance(p, ToolResult))
+            if merge:
+                out[-1] = Message("user", [Text(out[-1].text + "\n" + results)])
+            else:
+                out.append(Message("user", [Text(results)]))
+        elif m.role == "assistant" and any(isinstance(p, ToolCall) for p in m.parts):
+            parts = [Text(call_text(p)) if isinstance(p, ToolCall) else p for p in m.parts]
+            text = "\n".join(p.text for p in parts if isinstance(p, Text) and p.text)
+            out.append(Message("assistant", [p for p in parts if not isinstance(p, Text)] + [Text(text)]))
+        else:
+            out.append(m)
+        merge = m.role == "tool"
+    if tools:
+        section = tools_section(tools)
+        if out and out[0].role == "system":
+            out[0] = Message("system", [Text(out[0].text + "\n\n" + section)])
+        else:
+            out.insert(0, Message("system", [Text(section)]))
+    return out

@@ -1,0 +1,183 @@
+"""Grammars that force tool calls and JSON answers: a request → llama.cpp GBNF (+ lazy triggers).
+
+Strategy: each tool's JSON Schema goes through llama-cpp-python's own JSON-Schema → GBNF converter
+(`SchemaConverter`, one per schema so a failure cannot leave half a rule behind); our rules wrap the
+arguments in the exact text the output parser reads (`<tool_call>{"name": "f", "arguments": …}
+</tool_call>` for Hermes, `[TOOL_CALLS][…]` for Mistral, `{"name": "f", "parameters": …}` for
+Llama 3), with one alternative per allowed name. The grammar ends where the calls (or the answer)
+end, so llama.cpp lets only end-of-generation follow.
+  required / a named function → the whole answer is calls;
+  auto                       → lazy: the grammar starts only once the model has written the
+                               opening of a call, so it may still answer in text;
+  response_schema            → the whole answer is that JSON (json_object: any object);
+  a prompt that opened thinking → lazy from the closing marker, so the model thinks freely first.
+Lazy triggers are regexes (read alike by llama.cpp's std::regex and Python's `re`, which watches
+them in constrain.py) that match only when the text written so far *ends inside* a known prefix
+of the grammar: llama.cpp replays that text into the grammar, and text it rejects would abort the
+process, so a trigger that is not sure does not fire (the call is then parsed without enforcement). A schema the converter cannot handle gets "any JSON object" arguments and a
+warning; an answer schema it cannot handle gets no grammar.
+
+Does not: talk to llama.cpp (the scheduler builds the sampler), or parse output (output.py).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+
+from llama_cpp.llama_grammar import PRIMITIVE_RULES, SchemaConverter
+
+from ..core import ChatRequest, Tool
+from .formats import ThinkFormat, ToolFormat
+
+log = logging.getLogger("unsloth_min.engine")
+
+# Whitespace the grammar allows between call tokens, bounded so a weak model cannot loop on it;
+# the trigger regexes use the very same set, so what they match the grammar accepts.
+WS_RULE = "[ \\t\\n]{0,4}"
+WS_RE = "[ \\t\\n]{0,4}"
+WS = object()  # a placeholder for WS in a list of grammar parts
+REGEX_SPECIAL = set("\\^$.|?*+()[]{}")  # std::regex ECMAScript
+
+
+@dataclass(frozen=True)
+class Grammar:
+    gbnf: str
+    triggers: tuple[str, ...] = ()  # non-empty → lazy: constrain from the first match on
+
+    @property
+    def lazy(self) -> bool:
+        return bool(self.triggers)
+
+
+def literal(text: str) -> str:
+    """A GBNF string literal."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+def regex_escape(text: str) -> str:
+    return "".join("\\" + c if c in REGEX_SPECIAL else c for c in text)
+
+
+def prefix_regex(parts: list) -> str:
+    """A regex for any prefix of the text `parts` spell that includes all of parts[0]."""
+    atoms = [WS_RE if p is WS else regex_escape(c) for p in parts[1:] for c in ([p] if p is WS else p)]
+    rest = ""
+    for atom in reversed(atoms):  # a(?:b(?:c)?)?
+        rest = atom + (f"(?:{rest})?" if rest else "")
+    return regex_escape(parts[0]) + (f"(?:{rest})?" if rest else "")
+
+
+def call_preamble(fmt: ToolFormat) -> list:
+    head = [fmt.open, WS] + (["[", WS] if fmt.listed else [])
+    return head + ["{", WS, '"name"', WS, ":", WS, '"']
+
+
+# ---- schemas -------------------------------------------------------------------------------------
+class Rules:
+    """GBNF rules gathered from several converter runs (their shared primitives are identical)."""
+
+    def __init__(self):
+        self.rules: dict[str, str] = {}
+
+    def add(self, name: str, rule: str) -> str:
+        self.rules[name] = rule
+        return name
+
+    def schema(self, schema: dict, name: str) -> str | None:
+        conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        try:
+            schema = conv.resolve_refs(copy.deepcopy(schema), "request")
+            root = conv.visit(schema, name)
+        except Exception as e:  # the converter asserts/raises on what it does not support
+            log.warning("cannot build a grammar for the JSON schema %r: %s", name, e)
+            return None
+        if any(self.rules.get(k, v) != v for k, v in conv._rules.items()):
+            log.warning("grammar rule clash for schema %r", name)
+            return None
+        self.rules.update(conv._rules)
+        return root
+
+    def any_object(self) -> str:
+        conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        name = conv._add_primitive("object", PRIMITIVE_RULES["object"])
+        self.rules.update(conv._rules)
+        return name
+
+    def text(self) -> str:
+        return "\n".join(f"{k} ::= {v}" for k, v in sorted(self.rules.items()))
+
+
+def calls_rule(rules: Rules, tools: list[Tool], fmt: ToolFormat, parallel: bool) -> str:
+    alts = []
+    for i, tool in enumerate(tools):
+        args = rules.schema(tool.parameters or {}, f"tool{i}-args") or rules.any_object()
+        alts.append(rules.add(
+            f"x-call{i}", f'"{{" x-ws "\\"name\\"" x-ws ":" x-ws {literal(json.dumps(tool.name))} '
+                          f'x-ws "," x-ws {literal(json.dumps(fmt.args_key))} x-ws ":" x-ws {args} x-ws "}}"'))
+    call = rules.add("x-call", " | ".join(alts))
+    if fmt.listed:
+        more = f' (x-ws "," x-ws {call})*' if parallel else ""
+        return rules.add("x-calls", f'{literal(fmt.open)} x-ws "[" x-ws {call}{more} x-ws "]"')
+    if fmt.bare_json:
+        more = f' (x-ws ";"? x-ws {call})*' if parallel else ""
+        return rules.add("x-calls", f"({literal(fmt.open)} x-ws)? {call}{more}")
+    one = rules.add("x-one", f"{literal(fmt.open)} x-ws {call} x-ws {literal(fmt.close)}")
+    return rules.add("x-calls", f"{one} (x-ws {one})*" if parallel else one)
+
+
+def allowed_tools(req: ChatRequest) -> list[Tool]:
+    if req.tool_choice == "function":
+        return [t for t in req.tools if t.name == req.tool_name]
+    return list(req.tools)
+
+
+def build_grammar(req: ChatRequest, fmt: ToolFormat, think: ThinkFormat,
+                  thinking: bool) -> Grammar | None:
+    """The grammar for `req` (None: decode freely). `fmt` is the format calls are written in."""
+    rules, alts, preambles = Rules(), [], []
+    calling = bool(req.tools) and req.tool_choice != "none"
+    forced = calling and req.tool_choice in ("required", "function")
+    if calling and allowed_tools(req):
+        alts.append(calls_rule(rules, allowed_tools(req), fmt, req.parallel_tool_calls))
+        preambles.append(call_preamble(fmt))
+    if req.response_schema is not None and not forced:
+        answer = rules.schema(req.response_schema, "answer")
+        if answer is not None:
+            alts.append(answer)
+            preambles.append(["{"] if answer_is_object(req.response_schema) else [])
+    if not alts:
+        return None
+    rules.add("x-ws", WS_RULE)
+    lazy = calling and not forced and req.response_schema is None
+    body = " | ".join(alts)
+    if thinking and not lazy:  # think freely, then the grammar from the closing marker on
+        rules.add("root", f"{literal(think.close)} x-ws ({body}) x-ws")
+        return Grammar(rules.text(), tuple(f"({prefix_regex([think.close, WS] + p)})$"
+                                           for p in preambles))
+    rules.add("root", f"({body}) x-ws")  # whitespace, then only end-of-generation
+    if not lazy:
+        return Grammar(rules.text())
+    return Grammar(rules.text(), lazy_triggers(fmt, think.close if thinking else None))
+
+
+def lazy_triggers(fmt: ToolFormat, after: str | None) -> tuple[str, ...]:
+    """Auto mode: enforce once the model has begun a call.
+
+    Every pattern matches at most a few dozen characters at the end of the text: libstdc++'s
+    std::regex recurses once per character a `*` consumes, so a `[\\s\\S]*` over a long answer
+    could overflow the worker's stack. Hence no "after `</think>`, anywhere" pattern: a call
+    marker written inside the thinking starts the grammar there.
+    """
+    preamble = call_preamble(fmt)
+    out = [f"({prefix_regex(preamble)})$"]
+    if fmt.bare_json:  # a bare `{"name": …` only at the start of the answer
+        bare = prefix_regex(preamble[preamble.index("{"):])
+        out.append(f"{regex_escape(after)}{WS_RE}({bare})$" if after else f"^{WS_RE}({bare})$")
+    return tuple(out)
+
+
+def answer_is_object(schema: dict) -> bool:
+    return not schema or schema.get("type") == "object" or "properties" in schema
