@@ -1,8 +1,8 @@
 """Server tools on the real embedded model: the CLI's server process and the official SDKs.
 
-The forced-call tests need the engine to honour `tool_choice` with grammar-constrained decoding
-(issue 4); until that is merged they are skipped, and `enable_tools` is checked to leave every
-route working (the tools reach the template, the answer arrives, the SDK stream helpers accumulate).
+A `tool_choice` naming `python` forces the first call by grammar-constrained decoding, whatever
+the model; `enable_tools` alone must leave every route working (the tools reach the template, the
+answer arrives, the SDK stream helpers accumulate).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ pytestmark = pytest.mark.model
 CHAT = "/v1/chat/completions"
 ASK = [{"role": "user", "content": "Use python to compute 6 * 7."}]
 TOOLS_ON = {"enable_tools": True, "enabled_tools": ["python"], "session_id": "e2e"}
-NEEDS_FORCED_CALLS = pytest.mark.skip(reason="integration: needs grammar-forced tool calls (issue 4)")
 
 
 def sdk_clients(server):
@@ -44,7 +43,6 @@ def test_enable_tools_keeps_every_route_working(real_server):
     assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
 
 
-@NEEDS_FORCED_CALLS
 def test_forced_python_call_on_chat(real_server):
     body = {"model": "default", "messages": ASK, "stream": True, "max_tokens": 60,
             "tool_choice": {"type": "function", "function": {"name": "python"}}, **TOOLS_ON}
@@ -63,7 +61,6 @@ def test_forced_python_call_on_chat(real_server):
         assert s.current_completion_snapshot.choices[0].message.content is not None
 
 
-@NEEDS_FORCED_CALLS
 def test_forced_python_call_on_messages(real_server):
     _, claude = sdk_clients(real_server)
     with claude.messages.stream(model="default", max_tokens=60, messages=ASK, extra_body=TOOLS_ON,
@@ -75,7 +72,6 @@ def test_forced_python_call_on_messages(real_server):
     assert [b.type for b in plain.content][:2] == ["server_tool_use", "tool_result"]
 
 
-@NEEDS_FORCED_CALLS
 def test_forced_python_call_on_responses(real_server):
     gpt, _ = sdk_clients(real_server)
     with gpt.responses.stream(model="default", input=ASK[0]["content"], max_output_tokens=60,
