@@ -5,7 +5,7 @@ Strategy: `run_soak` fires a seeded mix of requests from a thread pool over raw 
 is one of `KINDS`: a complete JSON answer, a complete SSE stream, a stream the client drops
 after its first event (FIN or RST), a request dropped before its answer, a framing fault, or a
 head cut off halfway. Every completed answer is checked for its dialect's shape; anything else
-is a failure, kept with its reason. `hold_idle` keeps connections open meanwhile. `snapshot` reads
+is a failure, kept with its reason. `IdleHolder` keeps connections open meanwhile. `snapshot` reads
 the server's open fds, RSS, threads and child processes from /proc, so a test can check that
 they come back to their baseline once the clients are gone (`settle`).
 
@@ -18,6 +18,7 @@ import os
 import random
 import socket
 import struct
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -181,41 +182,75 @@ def run_soak(host: str, port: int, key: str, requests: int, concurrency: int = 8
     return figures
 
 
-def timed_request(host: str, port: int, key: str, runs: int = 3, timeout: float = 60.0) -> float:
-    """Median seconds for a complete, checked chat completion on a fresh connection."""
-    times = []
+def timed_request(host: str, port: int, key: str, runs: int = 3, timeout: float = 60.0):
+    """Median seconds for a complete, checked chat completion on a fresh connection, and for a
+    `GET /v1/models` (the event loop's own latency, whatever the model's speed)."""
+    chats, lists = [], []
+    get = f"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\r\n"
     for _ in range(runs):
         started = time.monotonic()
         one_request(host, port, key, "json", "/v1/chat/completions", random.Random(0), timeout)
-        times.append(time.monotonic() - started)
-    return sorted(times)[runs // 2]
-
-
-def hold_idle(host: str, port: int, key: str, n: int) -> list[Conn]:
-    """`n` open connections: half never sent a byte, half are keep-alive after one request."""
-    conns = []
-    for i in range(n):
-        conn = Conn(host, port, timeout=30)
-        if i % 2:
-            conn.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        chats.append(time.monotonic() - started)
+        started = time.monotonic()
+        with Conn(host, port, timeout) as conn:
+            conn.send(get.encode())
             assert conn.reply().status == 200
-        conns.append(conn)
-    return conns
+        lists.append(time.monotonic() - started)
+    return sorted(chats)[runs // 2], sorted(lists)[runs // 2]
 
 
-def still_open(conns: list[Conn]) -> int:
-    """How many of `conns` the server has not closed (non-blocking peek)."""
-    alive = 0
-    for conn in conns:
-        conn.sock.setblocking(False)
-        try:
-            alive += conn.sock.recv(1, socket.MSG_PEEK) != b""
-        except BlockingIOError:
-            alive += 1
-        except OSError:
-            pass
+def _idle_conn(host: str, port: int, keep_alive: bool) -> Conn:
+    """A connection that never sent a byte, or one left open after a complete request."""
+    conn = Conn(host, port, timeout=30)
+    if keep_alive:
+        conn.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert conn.reply().status == 200
+    return conn
+
+
+def _state(conn: Conn) -> str:
+    """'open', 'closed' (clean EOF, nothing sent), or 'spoke' (bytes an idle client never asked for)."""
+    conn.sock.setblocking(False)
+    try:
+        return "closed" if conn.sock.recv(1, socket.MSG_PEEK) == b"" else "spoke"
+    except BlockingIOError:
+        return "open"
+    except OSError:
+        return "closed"
+    finally:
         conn.sock.setblocking(True)
-    return alive
+
+
+class IdleHolder:
+    """Keeps `n` idle connections open from a thread; one the server closes (its keep-alive
+    timeout) is checked for a silent close and replaced, so `n` stay held however long a run is."""
+
+    def __init__(self, host: str, port: int, n: int, check_every: float = 0.5):
+        self.host, self.port, self.every = host, port, check_every
+        self.conns = [_idle_conn(host, port, i % 2 == 1) for i in range(n)]
+        self.replaced = self.spoke = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for i, conn in enumerate(self.conns):
+                state = _state(conn)
+                if state != "open":
+                    self.spoke += state == "spoke"
+                    conn.close()
+                    self.conns[i] = _idle_conn(self.host, self.port, False)
+                    self.replaced += 1
+
+    def close(self) -> int:
+        """Stop, close everything; returns how many were still open at the end."""
+        self._stop.set()
+        self._thread.join()
+        alive = sum(_state(conn) == "open" for conn in self.conns)
+        for conn in self.conns:
+            conn.close()
+        return alive
 
 
 @dataclass(frozen=True)
