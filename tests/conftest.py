@@ -46,7 +46,7 @@ class Running:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def request(self, method: str, path: str, body=None, headers=None, key=True, timeout=60):
+    def request(self, method: str, path: str, body=None, headers=None, key=True, timeout=300):
         """(status, headers dict with lower-case names, body bytes)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         hdrs = {"Content-Type": "application/json"} if body is not None else {}

@@ -56,7 +56,7 @@ def test_a_cancelled_stream_frees_its_slot(tmp_path):
         leaving.close()
         start = time.time()
         assert ask(client, "hi", max_tokens=4)  # gets the freed slot while `busy` still streams
-        assert time.time() - start < 15
+        assert time.time() - start < 60  # the busy stream alone would run for minutes
         busy.close()
     finally:
         assert stop_server_process(server) == 0
@@ -69,7 +69,7 @@ def test_queue_bound_answers_503(tmp_path):
         body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
         with cf.ThreadPoolExecutor(1) as pool:
             queued = pool.submit(server.json, "POST", "/v1/chat/completions", body)
-            time.sleep(0.5)  # let it take the one queue place
+            time.sleep(2)  # let it take the one queue place
             status, headers, data = server.request("POST", "/v1/chat/completions", body)
             assert status == 503 and headers["retry-after"]
             assert json.loads(data)["error"]["type"] == "overloaded_error"

@@ -105,6 +105,8 @@ class Scheduler:
     def cancel(self, seq: Sequence) -> None:
         seq.cancelled = True
         with self._cv:
+            if seq.slot is None and seq in self._waiting:  # give its queue place back now
+                self._waiting.remove(seq)
             self._cv.notify()
 
     def close(self) -> None:
