@@ -128,6 +128,8 @@ def measure(server: Server, args, tag: str) -> dict:
     out["decode_tps"] = statistics.median(decode_tps(r) for r in runs)
     out["tokens"] = min(len(r["stamps"]) for r in runs)
     out["ttft_short_ms"] = 1000 * statistics.median(ttft(r) for r in runs)
+    if args.decode_only:
+        return out
     long_runs, follow = [], []
     for i in range(args.runs):
         first = server.stream(user(f"[{tag} long {i}] {FACTS}"), 32)
@@ -204,6 +206,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--llama-server", default=None)
     ap.add_argument("--skip-inprocess", action="store_true")
+    ap.add_argument("--decode-only", action="store_true", help="single-stream decode and TTFT only")
     args = ap.parse_args()
     model = args.model or embedded_model_path()
     threads = ["-t", str(args.threads), "-np", str(args.parallel)]
@@ -233,6 +236,8 @@ def main() -> None:
     for name in results:
         if name != "unsloth_min":
             print(f"unsloth_min / {name} single-stream decode: {ours['decode_tps'] / results[name]['decode_tps']:.3f}x")
+    if args.decode_only:
+        return
     print(f"unsloth_min 4 streams / 1 stream: {ours['aggregate_tps_4'] / ours['aggregate_tps_1']:.2f}x; "
           f"follow-up TTFT / 2k TTFT: {ours['ttft_followup_ms'] / ours['ttft_2k_ms']:.2f}")
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)

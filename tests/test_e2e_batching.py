@@ -42,7 +42,7 @@ def _open_stream(server, max_tokens: int = 4000) -> socket.socket:
     body = json.dumps({"model": "m", "stream": True, "max_tokens": max_tokens, "temperature": 1,
                        "messages": [{"role": "user", "content": "Write a very long essay about rivers."}]})
     s = socket.create_connection((server.host, server.port))
-    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
     assert read_until(s, b'"content":"')  # generating
     return s

@@ -137,7 +137,7 @@ def test_response_format_json_schema_validates(client):
 def test_response_format_json_object_streamed(client):
     text = ""
     for chunk in client.chat.completions.create(
-            model="m", max_tokens=60, seed=5, stream=True, response_format={"type": "json_object"},
+            model="m", max_tokens=200, temperature=0, stream=True, response_format={"type": "json_object"},
             messages=[{"role": "user", "content": "Describe a cat as JSON."}]):
         text += chunk.choices[0].delta.content or ""
         finish = chunk.choices[0].finish_reason
