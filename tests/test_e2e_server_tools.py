@@ -74,7 +74,8 @@ def test_forced_python_call_on_messages(real_server):
 
 def test_forced_python_call_on_responses(real_server):
     gpt, _ = sdk_clients(real_server)
-    with gpt.responses.stream(model="default", input=ASK[0]["content"], max_output_tokens=60,
+    with gpt.responses.stream(model="default", input=ASK[0]["content"], max_output_tokens=200,
+                              temperature=0,
                               tool_choice={"type": "function", "name": "python"},
                               extra_body=TOOLS_ON) as s:
         # the model's answer after the tool may run into the cap: completed or incomplete both end

@@ -134,16 +134,6 @@ def test_response_format_json_schema_validates(client):
     validate(json.loads(r.choices[0].message.content), PERSON)
 
 
-def test_response_format_json_object_streamed(client):
-    text = ""
-    for chunk in client.chat.completions.create(
-            model="m", max_tokens=200, temperature=0, stream=True, response_format={"type": "json_object"},
-            messages=[{"role": "user", "content": "Describe a cat as JSON."}]):
-        text += chunk.choices[0].delta.content or ""
-        finish = chunk.choices[0].finish_reason
-    assert finish == "stop" and isinstance(json.loads(text), dict)
-
-
 # ---- thinking ------------------------------------------------------------------------------------
 THINK_TEMPLATE = """\
 {%- for m in messages -%}
