@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from ..core import ApiError, bad_request
 
-_MISSING = object()
-
-
 def _where(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -26,16 +23,25 @@ def require_object(value, name: str) -> dict:
     return value
 
 
-def get_str(obj: dict, key: str, default=None, *, path: str = "", required: bool = False):
-    value = obj.get(key, _MISSING)
-    name = _where(path, key)
-    if value is _MISSING or value is None:
-        if required:
-            raise bad_request(f"Missing required parameter: '{name}'.", param=name)
+def _present(obj: dict, key: str, path: str, required: bool):
+    """(value, name); value None when absent or null — a 400 first if the field is required."""
+    value, name = obj.get(key), _where(path, key)
+    if value is None and required:
+        raise bad_request(f"Missing required parameter: '{name}'.", param=name)
+    return value, name
+
+
+def _typed(obj: dict, key: str, default, path: str, required: bool, kind: type, expected: str):
+    value, name = _present(obj, key, path, required)
+    if value is None:
         return default
-    if not isinstance(value, str):
-        raise _type_error(name, "a string", value)
+    if not isinstance(value, kind):
+        raise _type_error(name, expected, value)
     return value
+
+
+def get_str(obj: dict, key: str, default=None, *, path: str = "", required: bool = False):
+    return _typed(obj, key, default, path, required, str, "a string")
 
 
 def get_bool(obj: dict, key: str, default=None, *, path: str = ""):
@@ -49,11 +55,8 @@ def get_bool(obj: dict, key: str, default=None, *, path: str = ""):
 
 def get_number(obj: dict, key: str, default=None, *, lo=None, hi=None, integer=False, path: str = "",
                required: bool = False):
-    value = obj.get(key)
-    name = _where(path, key)
+    value, name = _present(obj, key, path, required)
     if value is None:
-        if required:
-            raise bad_request(f"Missing required parameter: '{name}'.", param=name)
         return default
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok:
@@ -68,15 +71,7 @@ def get_number(obj: dict, key: str, default=None, *, lo=None, hi=None, integer=F
 
 
 def get_list(obj: dict, key: str, default=None, *, path: str = "", required: bool = False):
-    value = obj.get(key)
-    name = _where(path, key)
-    if value is None:
-        if required:
-            raise bad_request(f"Missing required parameter: '{name}'.", param=name)
-        return default
-    if not isinstance(value, list):
-        raise _type_error(name, "an array", value)
-    return value
+    return _typed(obj, key, default, path, required, list, "an array")
 
 
 def get_object(obj: dict, key: str, default=None, *, path: str = ""):
