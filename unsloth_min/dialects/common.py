@@ -6,7 +6,7 @@ extra knobs (`top_k`, `min_p`, `repetition_penalty`) are accepted everywhere, as
 from __future__ import annotations
 
 from ..core import ChatRequest, Sampling, bad_request
-from .fields import get_bool, get_number, get_str, get_str_list
+from .fields import get_bool, get_number, get_object, get_str, get_str_list
 
 SERVER_TOOLS = ("python", "bash", "web_search")
 TOOL_ALIASES = {"terminal": "bash"}
@@ -61,3 +61,25 @@ def default_tool_choice(body: dict, req: ChatRequest) -> None:
     turns server tools on after `apply_extensions`."""
     if req.enable_tools and body.get("tool_choice") is None:
         req.tool_choice = "auto"
+
+
+def parse_output_format(fmt: dict | None, path: str, holder: str | None = None) -> dict | None:
+    """OpenAI's output formats → core `response_schema`: None (text), {} (any JSON object) or a
+    schema. Chat nests the schema in `json_schema` (`holder`); Responses puts it in `fmt` itself."""
+    if fmt is None:
+        return None
+    kind = get_str(fmt, "type", path=path, required=True)
+    if kind in ("text", "json_object"):
+        return {} if kind == "json_object" else None
+    if kind != "json_schema":
+        raise bad_request(f"Invalid value for '{path}.type': {kind!r} is not one of text, "
+                          "json_object, json_schema.", param=f"{path}.type")
+    if holder is not None:
+        spec = get_object(fmt, holder, path=path)
+        if spec is None:
+            raise bad_request(f"Missing required parameter: '{path}.{holder}'.", param=f"{path}.{holder}")
+        return get_object(spec, "schema", {}, path=f"{path}.{holder}")
+    schema = get_object(fmt, "schema", path=path)
+    if schema is None:
+        raise bad_request(f"Missing required parameter: '{path}.schema'.", param=f"{path}.schema")
+    return schema

@@ -16,7 +16,7 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
                     bad_request, new_id)
 from ..media import image_from_url
-from .common import apply_extensions, parse_sampling
+from .common import apply_extensions, parse_output_format, parse_sampling
 from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
 
 FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool_calls": "tool_calls"}
@@ -141,21 +141,8 @@ def check_tool_choice(req: ChatRequest) -> None:
 
 
 def parse_response_format(body: dict, req: ChatRequest) -> None:
-    fmt = get_object(body, "response_format")
-    if fmt is None:
-        return
-    kind = get_str(fmt, "type", path="response_format", required=True)
-    if kind == "json_object":
-        req.response_schema = {}
-    elif kind == "json_schema":
-        spec = get_object(fmt, "json_schema", path="response_format")
-        if spec is None:
-            raise bad_request("Missing required parameter: 'response_format.json_schema'.",
-                              param="response_format.json_schema")
-        req.response_schema = get_object(spec, "schema", {}, path="response_format.json_schema")
-    elif kind != "text":
-        raise bad_request(f"Invalid value for 'response_format.type': {kind!r}.",
-                          param="response_format.type")
+    req.response_schema = parse_output_format(get_object(body, "response_format"), "response_format",
+                                              holder="json_schema")
 
 
 # ---- render --------------------------------------------------------------------------------------

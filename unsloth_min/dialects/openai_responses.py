@@ -23,7 +23,7 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
                     bad_request, new_id)
 from ..media import image_from_url
-from .common import apply_extensions, default_tool_choice, parse_sampling
+from .common import apply_extensions, default_tool_choice, parse_output_format, parse_sampling
 from .fields import get_bool, get_list, get_object, get_str, require_object
 from .openai_chat import check_tool_choice, render_error  # noqa: F401 (errors: OpenAI's shape)
 
@@ -190,19 +190,7 @@ def parse_tool_choice(choice, req: ChatRequest) -> None:
 
 def parse_text_format(body: dict, req: ChatRequest) -> None:
     fmt = get_object(get_object(body, "text", {}), "format", path="text")
-    if fmt is None:
-        return
-    kind = get_str(fmt, "type", path="text.format", required=True)
-    if kind == "json_object":
-        req.response_schema = {}
-    elif kind == "json_schema":
-        req.response_schema = get_object(fmt, "schema", path="text.format")
-        if req.response_schema is None:
-            raise bad_request("Missing required parameter: 'text.format.schema'.",
-                              param="text.format.schema")
-    elif kind != "text":
-        raise bad_request(f"Invalid value for 'text.format.type': {kind!r} is not one of text, "
-                          "json_object, json_schema.", param="text.format.type")
+    req.response_schema = parse_output_format(fmt, "text.format")
 
 
 def parse_reasoning(body: dict, req: ChatRequest) -> str | None:
