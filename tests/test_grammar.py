@@ -119,6 +119,20 @@ def test_required_refuses_what_breaks_the_schema(vocab, bad):
     assert vocab.walk(grammar(), bad).startswith("refused")
 
 
+def test_strings_hold_only_what_json_allows(vocab):
+    """A raw newline inside a JSON string is invalid JSON: the grammar must refuse it (the escape
+    is fine), also in "any object" arguments."""
+    code = Tool("python", "Run code", {"type": "object", "properties": {"code": {"type": "string"}}})
+    call = '<tool_call>{"name": "python", "arguments": {"code": "%s"}}</tool_call>'
+    assert vocab.walk(grammar(tools=[code]), call % "x = 1\\ny = 2") == "ok"
+    assert vocab.walk(grammar(tools=[code]), call % "x = 1\ny = 2").startswith("refused")
+    assert vocab.walk(grammar(tools=[code]), call % "tab\there").startswith("refused")
+    loose = Tool("f", "any object", None)
+    free = '<tool_call>{"name": "f", "arguments": {"a": "%s"}}</tool_call>'
+    assert vocab.walk(grammar(tools=[loose]), free % "1\\n2") == "ok"
+    assert vocab.walk(grammar(tools=[loose]), free % "1\n2").startswith("refused")
+
+
 def test_named_function_and_parallel_calls(vocab):
     named = grammar("function", tool_name="get_time")
     assert vocab.walk(named, '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>') == "ok"

@@ -39,6 +39,11 @@ WS_RULE = "[ \\t\\n]{0,4}"
 WS_RE = "[ \\t\\n]{0,4}"
 WS = object()  # a placeholder for WS in a list of grammar parts
 REGEX_SPECIAL = set("\\^$.|?*+()[]{}")  # std::regex ECMAScript
+# JSON string characters. llama-cpp-python's converter allows raw control characters (`[^"\\]`),
+# so a forced `{"code": "…"}` could hold a raw newline that no JSON parser accepts; this is
+# llama.cpp's own (current) rule.
+JSON_CHAR = ('[^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | '
+             '"u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])')
 
 
 @dataclass(frozen=True)
@@ -94,17 +99,23 @@ class Rules:
         except Exception as e:  # the converter asserts/raises on what it does not support
             log.warning("cannot build a grammar for the JSON schema %r: %s", name, e)
             return None
-        if any(self.rules.get(k, v) != v for k, v in conv._rules.items()):
+        if not self.merge(conv._rules):
             log.warning("grammar rule clash for schema %r", name)
             return None
-        self.rules.update(conv._rules)
         return root
 
     def any_object(self) -> str:
         conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
         name = conv._add_primitive("object", PRIMITIVE_RULES["object"])
-        self.rules.update(conv._rules)
+        self.merge(conv._rules)
         return name
+
+    def merge(self, rules: dict[str, str]) -> bool:
+        rules = {k: JSON_CHAR if k == "char" else v for k, v in rules.items()}
+        if any(self.rules.get(k, v) != v for k, v in rules.items()):
+            return False
+        self.rules.update(rules)
+        return True
 
     def text(self) -> str:
         return "\n".join(f"{k} ::= {v}" for k, v in sorted(self.rules.items()))
