@@ -121,32 +121,77 @@ def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def measure(server: Server, args, tag: str) -> dict:
-    out = {}
-    server.stream(user(f"[{tag} warm] {STORY}"), 16)  # warm-up
-    runs = [server.stream(user(f"[{tag} run {i}] {STORY}"), args.tokens) for i in range(args.runs)]
-    out["decode_tps"] = statistics.median(decode_tps(r) for r in runs)
-    out["tokens"] = min(len(r["stamps"]) for r in runs)
-    out["ttft_short_ms"] = 1000 * statistics.median(ttft(r) for r in runs)
+class InProcess:
+    """llama-cpp-python's own streaming chat completion in this process: the single-stream reference."""
+
+    def __init__(self, model: str, args):
+        import llama_cpp
+        self.llm = llama_cpp.Llama(model, n_ctx=args.ctx, n_threads=args.threads,
+                                   n_threads_batch=args.threads, n_batch=512, verbose=False)
+
+    def stream(self, messages: list[dict], max_tokens: int) -> dict:
+        t0, stamps = time.perf_counter(), []
+        for chunk in self.llm.create_chat_completion(messages, stream=True, temperature=0,
+                                                     max_tokens=max_tokens):
+            if chunk["choices"][0]["delta"].get("content"):
+                stamps.append(time.perf_counter())
+        return {"t0": t0, "stamps": stamps}
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def rounds(contenders: dict, runs: int, one) -> dict[str, list]:
+    """`one(name, target, i)` for every contender in turn, `runs` rounds: drift on a shared host
+    then hits every contender alike instead of whichever ran last."""
+    out = {name: [] for name in contenders}
+    for i in range(runs):
+        for name, target in contenders.items():
+            out[name].append(one(name, target, i))
+    return out
+
+
+def measure(contenders: dict, servers: dict, args) -> tuple[dict, dict]:
+    """Every metric for every contender (the in-process one: single-stream only), and for each
+    reference the median over rounds of our single-stream decode divided by its own that round."""
+    res = {name: {} for name in contenders}
+    for name, target in contenders.items():
+        target.stream(user(f"[{name} warm] {STORY}"), 16)
+    single = rounds(contenders, args.runs,
+                    lambda name, t, i: t.stream(user(f"[{name} run {i}] {STORY}"), args.tokens))
+    for name, runs in single.items():
+        res[name]["decode_tps"] = statistics.median(decode_tps(r) for r in runs)
+        res[name]["tokens"] = min(len(r["stamps"]) for r in runs)
+        res[name]["ttft_short_ms"] = 1000 * statistics.median(ttft(r) for r in runs)
+        res[name]["decode_tps_runs"] = [round(decode_tps(r), 1) for r in runs]
+    ratios = {name: statistics.median(decode_tps(a) / decode_tps(b)
+                                      for a, b in zip(single["unsloth_min"], single[name]))
+              for name in contenders if name != "unsloth_min"}
     if args.decode_only:
-        return out
-    long_runs, follow = [], []
-    for i in range(args.runs):
-        first = server.stream(user(f"[{tag} long {i}] {FACTS}"), 32)
-        long_runs.append(first)
-        convo = user(f"[{tag} long {i}] {FACTS}") + [
+        return res, ratios
+
+    def turns(name, server, i):
+        first = server.stream(user(f"[{name} long {i}] {FACTS}"), 32)
+        convo = user(f"[{name} long {i}] {FACTS}") + [
             {"role": "assistant", "content": first["text"]},
             {"role": "user", "content": "Which island's lighthouse is the oldest?"}]
-        follow.append(server.stream(convo, 8))
-    out["prompt_tokens_long"] = long_runs[0]["usage"].get("prompt_tokens")
-    out["ttft_2k_ms"] = 1000 * statistics.median(ttft(r) for r in long_runs)
-    out["ttft_followup_ms"] = 1000 * statistics.median(ttft(r) for r in follow)
-    cached = (follow[0]["usage"].get("prompt_tokens_details") or {}).get("cached_tokens")
-    out["followup_cached_tokens"] = cached
+        return first, server.stream(convo, 8)
+
+    for name, pairs in rounds(servers, args.runs, turns).items():
+        r = res[name]
+        r["prompt_tokens_long"] = pairs[0][0]["usage"].get("prompt_tokens")
+        r["ttft_2k_ms"] = 1000 * statistics.median(ttft(first) for first, _ in pairs)
+        r["ttft_followup_ms"] = 1000 * statistics.median(ttft(follow) for _, follow in pairs)
+        r["followup_cached_tokens"] = (pairs[0][1]["usage"].get("prompt_tokens_details") or {}).get(
+            "cached_tokens")
     for n in (1, 2, 4, 8):
-        out[f"aggregate_tps_{n}"], out[f"complete_{n}"] = concurrent(server, n, args.tokens, tag)
-    out["peak_rss_mib"] = server.peak_rss_mib()
-    return out
+        for name, runs in rounds(servers, args.runs,
+                                 lambda name, s, i: concurrent(s, n, args.tokens, f"{name} {i}")).items():
+            res[name][f"aggregate_tps_{n}"] = statistics.median(tps for tps, _ in runs)
+            res[name][f"complete_{n}"] = all(done for _, done in runs)
+    for name, server in servers.items():
+        res[name]["peak_rss_mib"] = server.peak_rss_mib()
+    return res, ratios
 
 
 def concurrent(server: Server, n: int, max_tokens: int, tag: str) -> tuple[float, bool]:
@@ -158,25 +203,6 @@ def concurrent(server: Server, n: int, max_tokens: int, tag: str) -> tuple[float
     wall = time.perf_counter() - t0
     tokens = sum(len(r["stamps"]) for r in results)
     return tokens / wall, all(r["finish"] in ("stop", "length") for r in results)
-
-
-def in_process(model: str, args) -> dict:
-    import llama_cpp
-    llm = llama_cpp.Llama(model, n_ctx=8192, n_threads=args.threads, n_threads_batch=args.threads,
-                          n_batch=512, verbose=False)
-    runs = []
-    for i in range(args.runs + 1):
-        t0 = time.perf_counter()
-        stamps = []
-        for chunk in llm.create_chat_completion(user(f"[inproc run {i}] {STORY}"), stream=True,
-                                                temperature=0, max_tokens=args.tokens):
-            if chunk["choices"][0]["delta"].get("content"):
-                stamps.append(time.perf_counter())
-        runs.append({"t0": t0, "stamps": stamps})
-    runs = runs[1:]
-    return {"decode_tps": statistics.median(decode_tps(r) for r in runs),
-            "ttft_short_ms": 1000 * statistics.median(ttft(r) for r in runs),
-            "tokens": min(len(r["stamps"]) for r in runs)}
 
 
 ROWS = [("decode_tps", "single-stream decode tok/s", "{:.1f}"), ("ttft_short_ms", "TTFT short prompt ms", "{:.0f}"),
@@ -210,39 +236,40 @@ def main() -> None:
     args = ap.parse_args()
     model = args.model or embedded_model_path()
     threads = ["-t", str(args.threads), "-np", str(args.parallel)]
-    contenders = {"unsloth_min": lambda p: [sys.executable, "-m", "unsloth_min", "--model", model, "-p", str(p),
-                                            "--api-key", KEY, "--log-level", "warning", "-c", str(args.ctx),
-                                            *threads]}
+    commands = {"unsloth_min": lambda p: [sys.executable, "-m", "unsloth_min", "--model", model, "-p", str(p),
+                                          "--api-key", KEY, "--log-level", "warning", "-c", str(args.ctx),
+                                          *threads]}
     if args.llama_server:  # its -c is the total, split into per-slot streams: the same KV layout as ours
-        contenders["llama-server"] = lambda p: [args.llama_server, "-m", model, "--port", str(p),
-                                                "--api-key", KEY, "--jinja", "--no-kv-unified",
-                                                "-c", str(args.ctx * args.parallel), *threads]
+        commands["llama-server"] = lambda p: [args.llama_server, "-m", model, "--port", str(p),
+                                              "--api-key", KEY, "--jinja", "--no-kv-unified",
+                                              "-c", str(args.ctx * args.parallel), *threads]
     print(f"model {os.path.basename(model)}, {args.threads} threads, ctx {args.ctx}, {args.parallel} slots, "
           f"{args.tokens} tokens per stream, median of {args.runs}", flush=True)
-    results = {}
-    for name, cmd in contenders.items():
-        port = free_port()
-        server = Server(cmd(port), port)
-        try:
-            results[name] = measure(server, args, name)
-        finally:
-            server.close()
-        print(name, json.dumps(results[name]), flush=True)
-    if not args.skip_inprocess:
-        results["llama-cpp-python in-process"] = in_process(model, args)
-        print("in-process", json.dumps(results["llama-cpp-python in-process"]), flush=True)
+    targets = {}
+    try:  # all up at once, idle but for the one measured: the rounds interleave them
+        for name, cmd in commands.items():
+            port = free_port()
+            targets[name] = Server(cmd(port), port)
+        servers = dict(targets)
+        if not args.skip_inprocess:
+            targets["llama-cpp-python in-process"] = InProcess(model, args)
+        results, ratios = measure(targets, servers, args)
+    finally:
+        for target in targets.values():
+            target.close()
+    for name, r in results.items():
+        print(name, json.dumps(r), flush=True)
     print(table(results))
     ours = results["unsloth_min"]
-    for name in results:
-        if name != "unsloth_min":
-            print(f"unsloth_min / {name} single-stream decode: {ours['decode_tps'] / results[name]['decode_tps']:.3f}x")
+    for name, ratio in ratios.items():
+        print(f"unsloth_min / {name} single-stream decode: {ratio:.3f}x (median of per-round ratios)")
     if args.decode_only:
         return
     print(f"unsloth_min 4 streams / 1 stream: {ours['aggregate_tps_4'] / ours['aggregate_tps_1']:.2f}x; "
-          f"follow-up TTFT / 2k TTFT: {ours['ttft_followup_ms'] / ours['ttft_2k_ms']:.2f}")
+          f"follow-up TTFT / 2k TTFT: {ours['ttft_followup_ms'] / ours['ttft_2k_ms']:.3f}")
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     with open(os.path.join(HERE, "out", "bench.json"), "w") as f:
-        json.dump({"args": vars(args), "results": results}, f, indent=2)
+        json.dump({"args": vars(args), "results": results, "decode_ratios": ratios}, f, indent=2)
 
 
 if __name__ == "__main__":

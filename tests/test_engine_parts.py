@@ -131,3 +131,36 @@ def test_tools_without_a_template_format_become_hermes_text():
     no_system = prepare_messages([Message("user", [Text("hi")])], [tool])
     assert no_system[0].role == "system" and no_system[0].text.startswith("# Tools")
     assert prepare_messages([Message("user", [Text("hi")])], []) == [Message("user", [Text("hi")])]
+
+
+def test_mailbox_carries_worker_events_into_the_loop_in_order():
+    """The worker's way into the event loop: events posted from another thread, in bursts, all
+    arrive, in order, each in its own queue; a closed mailbox stops writing (its fds are gone)."""
+    import asyncio
+    import threading
+
+    from unsloth_min.engine import Mailbox
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        box = Mailbox(loop)
+        a, b = asyncio.Queue(), asyncio.Queue()
+
+        def worker():
+            for i in range(500):
+                box.post(a, i)
+                if i % 7 == 0:
+                    box.post(b, -i)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        got_a = [await asyncio.wait_for(a.get(), 5) for _ in range(500)]
+        got_b = [await asyncio.wait_for(b.get(), 5) for _ in range(len(range(0, 500, 7)))]
+        t.join()
+        box.close()
+        box.post(a, "after close")  # no write to a closed (maybe reused) descriptor
+        return got_a, got_b, box.pending
+
+    got_a, got_b, pending = asyncio.run(main())
+    assert got_a == list(range(500)) and got_b == [-i for i in range(0, 500, 7)]
+    assert list(pending) and pending[-1][1] == "after close"

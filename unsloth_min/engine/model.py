@@ -86,6 +86,10 @@ class Model:
             raise RuntimeError("could not create the llama.cpp context (out of memory?)")
         self.memory = C.llama_get_memory(self.ctx)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+        # per-token lookups the worker makes after every decode: one ctypes call each (tens of
+        # microseconds with the caches cold from the decode), so each answer is kept
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+        self._eog: dict[int, bool] = {}
 
     def _context_params(self):
         p = self.params
@@ -141,7 +145,10 @@ class Model:
         return bool(C.llama_vocab_get_add_bos(self.vocab))
 
     def is_eog(self, token: int) -> bool:
-        return bool(C.llama_vocab_is_eog(self.vocab, token))
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(C.llama_vocab_is_eog(self.vocab, token))
+        return eog
 
     # ---- tokens ----------------------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
@@ -157,6 +164,12 @@ class Model:
 
     def piece(self, token: int, special: bool = False) -> bytes:
         """The bytes of one token (may be part of a UTF-8 character)."""
+        out = self._pieces.get((token, special))
+        if out is None:
+            out = self._pieces[(token, special)] = self._piece(token, special)
+        return out
+
+    def _piece(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)  # per call: tokens are decoded from two threads
         n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:

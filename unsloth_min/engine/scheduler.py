@@ -6,7 +6,10 @@ free, takes the free slot whose cached tokens share the longest prefix with its 
 evaluates only the rest. Each step builds one `llama_batch`: one token for every decoding sequence,
 then prompt chunks of prefilling ones in the room left (chunked prefill, so a long prompt never
 stalls running streams), one `llama_decode`, then one sample per sequence with its own sampler
-chain. Tokens leave through each sequence's `emit` callback (thread-safe, set by the caller).
+chain. Events leave through each sequence's `emit` callback (thread-safe, set by the caller),
+gathered during a step and handed over just before the next `llama_decode`: the event loop then
+wakes while the worker waits in C without the GIL, instead of taking the GIL in the middle of the
+worker's Python work (each ctypes call releases it) and stalling the next decode.
 A prompt may hold images (vision.py): negative pseudo-tokens in `prompt`, plus a `media` chunk at
 each image's start. When prefill reaches one, the chunk is evaluated on its own, before the shared
 batch (embeddings cannot share a llama_batch with tokens), and a cached prefix never ends inside one.
@@ -23,6 +26,7 @@ import collections
 import ctypes
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -72,6 +76,24 @@ class Slot:
     seq: Sequence | None = None
 
 
+@dataclass
+class StepTimes:
+    """Where the worker's time goes, summed over the server's life and logged at shutdown (the
+    Python per token against the decode). `python` is the step's own work: building the batch,
+    detokenizing, stop strings, handing events over; `sample` is sampling, mostly llama.cpp's."""
+    steps: int = 0
+    tokens: int = 0      # sampled
+    decode: float = 0.0  # seconds inside llama_decode (prompt chunks included)
+    sample: float = 0.0
+    python: float = 0.0
+
+    def summary(self) -> str:
+        per = 1000 / max(self.tokens, 1)
+        return (f"{self.tokens} tokens in {self.steps} steps; per sampled token: llama_decode "
+                f"{self.decode * per:.2f} ms, sampling {self.sample * per:.3f} ms, "
+                f"scheduler Python {self.python * per:.3f} ms")
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -90,6 +112,8 @@ class Scheduler:
         self._stop = False
         self._batch = C.llama_batch_init(model.params.n_batch, 0, 1)
         self._candidates: Candidates | None = None  # for grammar-constrained sampling
+        self._outbox: list[tuple[Sequence, object]] = []  # events of this step, not yet handed over
+        self.times = StepTimes()
         self._thread = threading.Thread(target=self._run, name="unsloth-engine", daemon=True)
         self._thread.start()
 
@@ -123,6 +147,8 @@ class Scheduler:
     # ---- the worker thread -----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
+            if not self._active():  # (while sequences run, the next step hands the events over)
+                self._flush()
             with self._cv:
                 while not self._stop and not self._waiting and not self._active():
                     self._cv.wait()
@@ -139,6 +165,9 @@ class Scheduler:
                         self._finish_error(seq, e)
         for seq in self._active() + list(self._waiting):
             self._finish_error(seq, RuntimeError("the server is shutting down"))
+        self._flush()
+        if self.times.tokens:
+            log.info("engine: %s", self.times.summary())
 
     def _active(self) -> list[Sequence]:
         return [s.seq for s in self.slots if s.seq is not None]
@@ -201,7 +230,8 @@ class Scheduler:
 
     def _step(self) -> None:
         """One llama_decode for every running sequence, then one sample each."""
-        self._prefill_media()
+        self._prefill_media()  # (image encoding: not in `times`)
+        start = time.perf_counter()
         b, n_ctx = self._batch, self.model.n_ctx
         b.n_tokens = 0
         outputs: list[tuple[Sequence, int]] = []
@@ -226,12 +256,25 @@ class Scheduler:
                 outputs.append((seq, idx))
         if b.n_tokens == 0:
             return
+        self._flush()
+        t0 = time.perf_counter()
         rc = C.llama_decode(self.model.ctx, b)
+        t1 = time.perf_counter()
         if rc != 0:
             raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
+        sampling = 0.0
         for seq, idx in outputs:
             if not seq.cancelled:
-                self._on_token(seq, self._sample(seq, idx))
+                ts = time.perf_counter()
+                token = self._sample(seq, idx)
+                sampling += time.perf_counter() - ts
+                self._on_token(seq, token)
+        times = self.times
+        times.steps += 1
+        times.tokens += len(outputs)
+        times.decode += t1 - t0
+        times.sample += sampling
+        times.python += time.perf_counter() - start - (t1 - t0) - sampling
 
     def _sample(self, seq: Sequence, idx: int) -> int:
         c = seq.constraint
@@ -256,6 +299,7 @@ class Scheduler:
 
     def _eval_media(self, seq: Sequence, chunk) -> None:
         slot = seq.slot
+        self._flush()
         rc = chunk.evaluate(slot.seq_id, len(slot.tokens))
         if rc != 0:
             C.llama_memory_seq_rm(self.model.memory, slot.seq_id, len(slot.tokens), -1)
@@ -282,22 +326,30 @@ class Scheduler:
         seq.last = token
         text, stop = seq.text.push(self.model.piece(token, token in seq.special))
         if text:
-            seq.emit(TextDelta(text))
+            self._emit(seq, TextDelta(text))
         if stop is not None:
             self._finish(seq, "stop_sequence", stop)
         elif seq.n_generated >= seq.max_tokens:
             self._finish(seq, "length")
 
+    def _emit(self, seq: Sequence, ev) -> None:
+        self._outbox.append((seq, ev))
+
+    def _flush(self) -> None:
+        box, self._outbox = self._outbox, []
+        for seq, ev in box:
+            seq.emit(ev)
+
     def _finish(self, seq: Sequence, reason: str, stop: str | None = None) -> None:
         rest = seq.text.flush() if stop is None else ""
         if rest:
-            seq.emit(TextDelta(rest))
+            self._emit(seq, TextDelta(rest))
         usage = Usage(len(seq.prompt), seq.n_generated, seq.cached)
-        seq.emit(Finish(reason, usage, stop))
+        self._emit(seq, Finish(reason, usage, stop))
         self._release(seq)
 
     def _finish_error(self, seq: Sequence, err: Exception) -> None:
-        seq.emit(ApiError(500, "server_error", f"generation failed: {err}"))
+        self._emit(seq, ApiError(500, "server_error", f"generation failed: {err}"))
         if seq.slot is not None:  # its KV state is unknown after a failed step: forget it
             C.llama_memory_seq_rm(self.model.memory, seq.slot.seq_id, 0, -1)
             seq.slot.tokens.clear()

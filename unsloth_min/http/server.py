@@ -339,6 +339,8 @@ class Connection:
 
     async def _write(self, data: bytes) -> None:
         self.writer.write(data)
+        if not self.writer.transport.get_write_buffer_size() and not self.writer.transport.is_closing():
+            return  # the socket took it all: nothing to drain (and no task per streamed token)
         try:
             await asyncio.wait_for(self.writer.drain(), self.limits.write_timeout)
         except asyncio.TimeoutError:

@@ -19,16 +19,16 @@ SSE_HEADERS = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Con
                ("X-Accel-Buffering", "no")]
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one, not one per event
 
 
 def sse_event(data: str | dict | list, event: str | None = None) -> bytes:
     """`event: X\\ndata: ...\\n\\n` as UTF-8; dicts and lists are sent as compact JSON."""
-    if not isinstance(data, str):
-        data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    lines = []
-    if event is not None:
-        if _LINE_END.search(event):
-            raise ValueError("an SSE event name cannot contain a line break")
-        lines.append(f"event: {event}")
-    lines += [f"data: {line}" for line in _LINE_END.split(data)]
-    return ("\n".join(lines) + "\n\n").encode("utf-8")
+    if event is not None and _LINE_END.search(event):
+        raise ValueError("an SSE event name cannot contain a line break")
+    head = f"event: {event}\n" if event is not None else ""
+    if isinstance(data, str):
+        body = "\n".join(f"data: {line}" for line in _LINE_END.split(data))
+    else:  # JSON escapes every control character: one line
+        body = "data: " + _JSON.encode(data)
+    return f"{head}{body}\n\n".encode("utf-8")
