@@ -48,8 +48,11 @@ class Server:
 
     def __init__(self, cmd: list[str], port: int):
         self.port = port
-        env = dict(os.environ, UNSLOTH_MIN_HOME=tempfile.mkdtemp())
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        home = tempfile.mkdtemp()
+        env = dict(os.environ, UNSLOTH_MIN_HOME=home)
+        self.log = os.path.join(home, "server.log")
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -86,6 +89,13 @@ class Server:
             usage = chunk.get("usage") or usage
         conn.close()
         return {"t0": t0, "stamps": stamps, "text": "".join(text), "usage": usage, "finish": finish}
+
+    def main_thread_cpu_s(self) -> float:
+        """CPU seconds of the server's main thread (ours: the event loop, which parses requests
+        and frames every streamed token; the model runs on other threads)."""
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mib(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -157,8 +167,12 @@ def measure(contenders: dict, servers: dict, args) -> tuple[dict, dict]:
     res = {name: {} for name in contenders}
     for name, target in contenders.items():
         target.stream(user(f"[{name} warm] {STORY}"), 16)
+    loop_cpu = servers["unsloth_min"].main_thread_cpu_s()
     single = rounds(contenders, args.runs,
                     lambda name, t, i: t.stream(user(f"[{name} run {i}] {STORY}"), args.tokens))
+    loop_cpu = servers["unsloth_min"].main_thread_cpu_s() - loop_cpu
+    res["unsloth_min"]["event_loop_cpu_ms_per_token"] = 1000 * loop_cpu / sum(
+        len(r["stamps"]) for r in single["unsloth_min"])
     for name, runs in single.items():
         res[name]["decode_tps"] = statistics.median(decode_tps(r) for r in runs)
         res[name]["tokens"] = min(len(r["stamps"]) for r in runs)
@@ -210,7 +224,8 @@ ROWS = [("decode_tps", "single-stream decode tok/s", "{:.1f}"), ("ttft_short_ms"
         ("followup_cached_tokens", "follow-up cached tokens", "{}"),
         ("aggregate_tps_1", "aggregate tok/s, 1 stream", "{:.1f}"), ("aggregate_tps_2", "aggregate tok/s, 2 streams", "{:.1f}"),
         ("aggregate_tps_4", "aggregate tok/s, 4 streams", "{:.1f}"), ("aggregate_tps_8", "aggregate tok/s, 8 streams", "{:.1f}"),
-        ("peak_rss_mib", "peak RSS MiB", "{:.0f}")]
+        ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
+        ("event_loop_cpu_ms_per_token", "event-loop thread CPU ms per streamed token", "{:.2f}")]
 
 
 def table(results: dict[str, dict]) -> str:
@@ -237,7 +252,7 @@ def main() -> None:
     model = args.model or embedded_model_path()
     threads = ["-t", str(args.threads), "-np", str(args.parallel)]
     commands = {"unsloth_min": lambda p: [sys.executable, "-m", "unsloth_min", "--model", model, "-p", str(p),
-                                          "--api-key", KEY, "--log-level", "warning", "-c", str(args.ctx),
+                                          "--api-key", KEY, "--log-level", "info", "-c", str(args.ctx),
                                           *threads]}
     if args.llama_server:  # its -c is the total, split into per-slot streams: the same KV layout as ours
         commands["llama-server"] = lambda p: [args.llama_server, "-m", model, "--port", str(p),
@@ -257,6 +272,10 @@ def main() -> None:
     finally:
         for target in targets.values():
             target.close()
+    if "unsloth_min" in targets:  # the worker's own account, logged at shutdown
+        with open(targets["unsloth_min"].log, errors="replace") as f:
+            engine = [line.split("engine: ", 1)[1].strip() for line in f if "engine: " in line]
+        print("unsloth_min worker, whole run:", engine[-1] if engine else "(no timing line)")
     for name, r in results.items():
         print(name, json.dumps(r), flush=True)
     print(table(results))
