@@ -88,7 +88,8 @@ SCRIPTED_LIMITS = Limits(header_timeout=2, keepalive_timeout=5)
 def serve_app(app, engine, limits: Limits = SCRIPTED_LIMITS):
     """Run `app` on 127.0.0.1:0 in a thread with its own loop; yields the Running handle."""
     loop = asyncio.new_event_loop()
-    server = HttpServer(app.handle, error_response=app.error_response, limits=limits)
+    server = HttpServer(app.handle, error_response=app.error_response, limits=limits,
+                        screen=app.screen)
     started = threading.Event()
 
     def run():

@@ -124,6 +124,23 @@ def test_expect_100_continue(scripted_server):
         assert reply.status == 413 and reply.headers["connection"] == "close" and conn.closed()
 
 
+@pytest.mark.parametrize("path, head, status, shape", [
+    (b"/v1/chat/completions", HEAD.replace(KEY.encode(), b"sk-wrong"), 401, "error"),
+    (b"/v1/messages", HEAD.replace(b"Authorization: Bearer " + KEY.encode(), b"x-api-key: nope"), 401,
+     "type"),
+    (b"/v1/chat/completions", HEAD.replace(b"application/json", b"text/plain"), 415, "error"),
+    (b"/v1/chat/completions", HEAD.replace(b"Host: localhost", b"Host: evil.example"), 403, "error"),
+])
+def test_expect_100_continue_is_refused_before_the_body(scripted_server, path, head, status, shape):
+    """RFC 9110 §10.1.1: a head the server would refuse gets its final answer instead of 100,
+    in the route's error shape, and the body is never asked for."""
+    with Conn(scripted_server.host, scripted_server.port) as conn:
+        conn.send(b"POST " + path + b" HTTP/1.1\r\n" + head + CL + b"Expect: 100-continue\r\n\r\n")
+        reply = conn.reply()
+        assert reply.status == status and reply.headers["connection"] == "close"
+        assert shape in json.loads(reply.body) and conn.closed()
+
+
 def test_head(scripted_server):
     get = b"GET /v1/models HTTP/1.1\r\n" + HEAD
     with Conn(scripted_server.host, scripted_server.port) as conn:

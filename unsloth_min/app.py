@@ -111,12 +111,26 @@ class App:
             response = json_response(e.status, render(e), e.headers)
         return self.guard.decorate(request, response)
 
-    async def _authorized(self, request: Request) -> Response | StreamResponse:
+    def screen(self, request: Request) -> Response | None:
+        """A head that asks for `100 Continue`: the guard's or the key's refusal, if any, so the
+        client never sends a body that would be refused."""
+        try:
+            self.guard.check(request)
+            self._check_key(request)
+        except ApiError as e:
+            return self.guard.decorate(request, json_response(e.status, error_shape(request.path)(e),
+                                                              e.headers))
+        return None
+
+    def _check_key(self, request: Request) -> None:
         # the key is checked before routing: without one, nothing about the routes leaks
         if request.path not in PUBLIC and not self.auth.check(request.headers):
             raise ApiError(401, "authentication_error", "Invalid or missing API key. Send "
                            "'Authorization: Bearer sk-unsloth-…' or 'x-api-key'.",
                            code="invalid_api_key", headers=[("WWW-Authenticate", "Bearer")])
+
+    async def _authorized(self, request: Request) -> Response | StreamResponse:
+        self._check_key(request)
         return await self._route(request)(request)
 
     def _route(self, request: Request):

@@ -58,7 +58,7 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
     app = App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls,
               media=MediaLimits(max_images=cfg.max_images),
               guard=Guard.for_bind(cfg.host, cfg.allowed_host, cfg.cors_origin))
-    server = HttpServer(app.handle, error_response=app.error_response)
+    server = HttpServer(app.handle, error_response=app.error_response, screen=app.screen)
     await server.start(cfg.host, cfg.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,8 +2,9 @@
 
 Strategy: `HttpServer` accepts sockets with `asyncio.start_server` and runs one `Connection`
 per socket (uvicorn style). A connection loops: read a request head under `header_timeout`
-(the wait for its first byte is the `keepalive_timeout`), send `100 Continue` if asked, read the
-body under `body_timeout`, then `_respond()`. That runs the handler *and* writes its response in
+(the wait for its first byte is the `keepalive_timeout`), send `100 Continue` if asked — unless
+the `screen` hook refuses the head first (a wrong key), read the body under `body_timeout`, then
+`_respond()`. That runs the handler *and* writes its response in
 one task, while a second task keeps reading the socket: bytes that arrive are fed to the parser
 (pipelined requests, answered later in order), and EOF or a reset cancels the response task.
 Cancelling it cancels the handler or ends the stream, and a `StreamResponse` body always gets
@@ -28,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import AsyncIterator, Awaitable, Callable, Union
+from typing import AsyncIterator, Awaitable, Callable, Optional, Union
 
 from .parser import HttpError, Limits, Request, RequestParser
 
@@ -60,6 +61,7 @@ class StreamResponse:
 
 Handler = Callable[[Request], Awaitable[Union[Response, StreamResponse]]]
 ErrorRenderer = Callable[[int, str], Response]
+Screen = Callable[[Request], Optional[Response]]  # a refusal of a request head, or None
 
 
 def default_error_response(status: int, message: str) -> Response:
@@ -69,8 +71,11 @@ def default_error_response(status: int, message: str) -> Response:
 
 class HttpServer:
     def __init__(self, handler: Handler, *, limits: Limits = Limits(),
-                 error_response: ErrorRenderer | None = None, server_header: str = "unsloth_min"):
+                 error_response: ErrorRenderer | None = None, server_header: str = "unsloth_min",
+                 screen: Screen | None = None):
         self.handler = handler
+        self.screen = screen  # asked before `100 Continue`: a client is not told to send a body
+        # that would be refused anyway (RFC 9110 §10.1.1)
         self.limits = limits
         self.error_response = error_response or default_error_response
         self.server_header = server_header
@@ -126,6 +131,14 @@ class HttpServer:
             log.error("connection failed", exc_info=conn.task.exception())
 
 
+class Refused(Exception):
+    """The screen's answer to a head that asked for `100 Continue`."""
+
+    def __init__(self, request: Request, response: Response):
+        super().__init__(response.status)
+        self.request, self.response = request, response
+
+
 class Connection:
     """One client socket: reads requests, runs the handler, writes responses, in order."""
 
@@ -154,6 +167,8 @@ class Connection:
                     break
         except HttpError as err:
             linger = await self._send_error(err)
+        except Refused as refused:  # its body was never asked for: answer, then close
+            linger = await self._send_refusal(refused.request, refused.response)
         except (OSError, asyncio.TimeoutError):
             pass  # reset by the peer, or a write timed out
         finally:
@@ -185,6 +200,9 @@ class Connection:
         request.peer = self.peer
         if self.parser.maybe_body() is None:
             if request.expects_continue:  # a too-large Content-Length was already a 413
+                refusal = self.server.screen(request) if self.server.screen else None
+                if refusal is not None:
+                    raise Refused(request, refusal)
                 await self._write(CONTINUE)
             if await self._fill(self.parser.maybe_body, self.limits.body_timeout, "body") is None:
                 return None
@@ -333,6 +351,16 @@ class Connection:
         log.info("%s rejected: %d %s", self.peer[0] if self.peer else "-", err.status, err.message)
         try:
             await self._write(self._render(self.server.error_response(err.status, err.message), False))
+        except (OSError, asyncio.TimeoutError):
+            return False
+        return True
+
+    async def _send_refusal(self, request: Request, response: Response) -> bool:
+        host = self.peer[0] if self.peer else "-"
+        access_log.info("%s %s %s %d before 100-continue", host, request.method, request.path,
+                        response.status)
+        try:
+            await self._write(self._render(response, False))
         except (OSError, asyncio.TimeoutError):
             return False
         return True
