@@ -164,3 +164,25 @@ def test_mailbox_carries_worker_events_into_the_loop_in_order():
     got_a, got_b, pending = asyncio.run(main())
     assert got_a == list(range(500)) and got_b == [-i for i in range(0, 500, 7)]
     assert list(pending) and pending[-1][1] == "after close"
+
+
+@pytest.mark.model
+def test_default_context_shrinks_to_the_memory_an_explicit_one_is_kept(monkeypatch, caplog):
+    """The training context x slots must not ask for a KV cache beyond half the free memory (a
+    big model's 128k x 4 is tens of GiB); an explicit -c stays, with a warning."""
+    from unsloth_min.engine import embedded_model_path
+    from unsloth_min.engine import model as M
+
+    path = embedded_model_path()
+    roomy = M.Model(M.ModelParams(path))
+    per_token = roomy.kv_bytes_per_token()
+    assert roomy.n_ctx == roomy.n_ctx_train and per_token > 0
+    roomy.close()
+    monkeypatch.setattr(M, "available_memory", lambda: per_token * 4 * 6000)  # half: 3000 per slot
+    tight = M.Model(M.ModelParams(path))
+    assert tight.n_ctx == 2816  # 3000, down to a multiple of 256
+    tight.close()
+    caplog.clear()
+    explicit = M.Model(M.ModelParams(path, n_ctx=8192))
+    assert explicit.n_ctx == 8192 and "more than the" in caplog.text
+    explicit.close()

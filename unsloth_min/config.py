@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="vision projector .gguf matching the model: images are then seen, not dropped")
     a("--alias", default=d.alias, help="model id shown in /v1/models (default: the file's stem)")
     a("-c", "--ctx-size", type=_positive(int), default=d.ctx_size,
-      help="tokens per sequence; the KV cache holds ctx-size x parallel (default: the model's training context)")
+      help="tokens per sequence; the KV cache holds ctx-size x parallel (default: the model's "
+           "training context, less if that cache would exceed half the free memory)")
     a("-np", "--parallel", type=_positive(int), default=d.parallel,
       help="sequences decoded together in one batch (default %(default)s)")
     a("-ngl", "--n-gpu-layers", type=int, default=d.n_gpu_layers,

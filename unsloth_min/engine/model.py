@@ -36,6 +36,21 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+GIB = 1 << 30
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 _backend_ready = False
 llama_log = logging.getLogger("unsloth_min.llama")
 # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the last line).
@@ -79,6 +94,7 @@ class Model:
         if self.n_ctx > self.n_ctx_train:
             log.warning("--ctx-size %d exceeds the model's training context %d: quality may drop",
                         self.n_ctx, self.n_ctx_train)
+        self.n_ctx = self._fit_kv(params, self.n_ctx)
         self.n_threads = params.n_threads or usable_cores()
         self.ctx = C.llama_init_from_model(self.model, self._context_params())
         if not self.ctx:
@@ -90,6 +106,34 @@ class Model:
         # microseconds with the caches cold from the decode), so each answer is kept
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._eog: dict[int, bool] = {}
+
+    def kv_bytes_per_token(self) -> int:
+        """An estimate of one KV cell (f16 K and V on every layer), from the model's shape."""
+        m = self.model
+        head_dim = C.llama_model_n_embd(m) // max(C.llama_model_n_head(m), 1)
+        return C.llama_model_n_layer(m) * 2 * C.llama_model_n_head_kv(m) * head_dim * 2
+
+    def _fit_kv(self, params: ModelParams, n_ctx: int) -> int:
+        """The context per sequence, shrunk when the default (the training context) would give
+        a KV cache beyond half the available memory (a big model's 128k × 4 slots is tens of
+        GiB); an explicit --ctx-size is kept, with a warning when it looks too big."""
+        per_token = self.kv_bytes_per_token()
+        need = per_token * n_ctx * params.n_parallel
+        avail = available_memory()
+        if avail and need > avail // 2 and not params.n_ctx:
+            fit = (avail // 2) // (per_token * params.n_parallel) // 256 * 256
+            fit = max(min(fit, n_ctx), 512)
+            log.warning("the training context %d x %d slots needs a %.1f GiB KV cache, more than "
+                        "half the %.1f GiB available: using %d tokens per sequence (choose with "
+                        "-c/--ctx-size and -np/--parallel)", n_ctx, params.n_parallel, need / GIB,
+                        avail / GIB, fit)
+            return fit
+        if avail and need > avail:
+            log.warning("the KV cache for -c %d x %d slots needs %.1f GiB, more than the %.1f GiB "
+                        "available", n_ctx, params.n_parallel, need / GIB, avail / GIB)
+        log.info("KV cache: %d slots x %d tokens, about %.2f GiB", params.n_parallel, n_ctx,
+                 need / GIB)
+        return n_ctx
 
     def _context_params(self):
         p = self.params
