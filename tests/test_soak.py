@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import KEY, serve_scripted, start_server_process, stop_server_process
+from conftest import serve_scripted, start_server_process, stop_server_process
 from soak import SLOW, IdleHolder, quiet, run_soak, settle, timed_request
 from unsloth_min.core import Finish, Started, TextDelta, Usage
 from unsloth_min.http import Limits

@@ -19,9 +19,8 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
                     bad_request, new_id)
 from ..media import image_from_base64, image_from_url
-from .common import apply_extensions, default_tool_choice, parse_sampling
+from .common import EventStream, add_server_tools, apply_extensions, parse_sampling
 from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
-from .openai_chat import check_tool_choice
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence",
                 "tool_calls": "tool_use"}
@@ -54,11 +53,7 @@ def parse_request(body: dict, *, counting: bool = False) -> ChatRequest:
     parse_thinking(body, req)
     parse_output_format(body, req)
     apply_extensions(body, req)
-    if server_tools:
-        req.enable_tools = True
-        req.enabled_tools = tuple(dict.fromkeys(req.enabled_tools + server_tools))
-        default_tool_choice(body, req)
-    check_tool_choice(req)
+    add_server_tools(body, req, server_tools)
     return req
 
 
@@ -284,7 +279,7 @@ def render_response(events: list, model: str) -> dict:
     return stream.message
 
 
-class Stream:
+class Stream(EventStream):
     """Events → `(event_name, payload)` pairs, keeping `message` (the final JSON) up to date."""
 
     def __init__(self, req: ChatRequest | None, model: str):
@@ -299,23 +294,17 @@ class Stream:
     def heartbeat(self) -> list[tuple]:
         return [("ping", {"type": "ping"})]
 
-    def event(self, ev) -> list[tuple]:
-        if isinstance(ev, Started):
-            self.message["usage"] = render_usage(ev.prompt_tokens, ev.cached_tokens, 0)
-            start = dict(self.message, content=[])
-            return [("message_start", {"type": "message_start", "message": start})] + self.heartbeat()
-        if isinstance(ev, TextDelta):
-            return self._delta(("text",), {"type": "text", "text": ""}, "text", ev.text)
-        if isinstance(ev, ReasoningDelta):
-            block = {"type": "thinking", "thinking": "", "signature": ""}
-            return self._delta(("thinking",), block, "thinking", ev.text)
-        if isinstance(ev, ToolCallDelta):
-            return self._tool_call(ev)
-        if isinstance(ev, ToolExecuted):
-            return self._server_tool(ev)
-        if isinstance(ev, Finish):
-            return self._finish(ev)
-        return []
+    def on_started(self, ev: Started) -> list[tuple]:
+        self.message["usage"] = render_usage(ev.prompt_tokens, ev.cached_tokens, 0)
+        start = dict(self.message, content=[])
+        return [("message_start", {"type": "message_start", "message": start})] + self.heartbeat()
+
+    def on_text(self, ev: TextDelta) -> list[tuple]:
+        return self._delta(("text",), {"type": "text", "text": ""}, "text", ev.text)
+
+    def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+        return self._delta(("thinking",), block, "thinking", ev.text)
 
     def _start(self, key, block: dict) -> list[tuple]:
         out = self._close()
@@ -344,7 +333,7 @@ class Stream:
         self.blocks[index][field] += text
         return out + [self._wire_delta(index, {"type": f"{field}_delta", field: text})]
 
-    def _tool_call(self, ev: ToolCallDelta) -> list[tuple]:
+    def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
         out = []
         if ev.id is not None or ev.index not in self.tools:
             out = self._start(("tool", ev.index), {"type": "tool_use", "id": tool_use_id(ev.id),
@@ -359,7 +348,7 @@ class Stream:
         self.blocks[index]["input"] = parse_input(self.json[index])
         return self._wire_delta(index, {"type": "input_json_delta", "partial_json": partial})
 
-    def _server_tool(self, ev: ToolExecuted) -> list[tuple]:
+    def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
         block = {"type": "server_tool_use", "id": new_id("srvtoolu_"), "name": ev.call.name,
                  "input": {}}
         out = self._start(("server", block["id"]), block)
@@ -371,7 +360,7 @@ class Stream:
         self.message["content"].append(result)  # non-stream only: streams send the event below
         return out + [("tool_result", result)]
 
-    def _finish(self, ev: Finish) -> list[tuple]:
+    def on_finish(self, ev: Finish) -> list[tuple]:
         u: Usage = ev.usage
         self.message.update(stop_reason=STOP_REASONS[ev.reason], stop_sequence=ev.stop_sequence,
                             usage=render_usage(u.prompt_tokens, u.cached_tokens, u.completion_tokens))

@@ -5,12 +5,24 @@ extra knobs (`top_k`, `min_p`, `repetition_penalty`) are accepted everywhere, as
 """
 from __future__ import annotations
 
-from ..core import ChatRequest, Sampling, bad_request
+from ..core import (ChatRequest, Finish, ReasoningDelta, Sampling, Started, TextDelta, ToolCallDelta,
+                    ToolExecuted, bad_request)
 from .fields import get_bool, get_number, get_object, get_str, get_str_list
 
 SERVER_TOOLS = ("python", "bash", "web_search")
 TOOL_ALIASES = {"terminal": "bash"}
 MAX_SEED = 2**63 - 1
+
+
+class EventStream:
+    """Core events → one dialect's wire events, `(event name or None, payload)` pairs. A dialect's
+    stream names one method per event type; an event it has no method for gives nothing."""
+    METHODS = {Started: "on_started", TextDelta: "on_text", ReasoningDelta: "on_reasoning",
+               ToolCallDelta: "on_tool_call", ToolExecuted: "on_tool_executed", Finish: "on_finish"}
+
+    def event(self, ev) -> list[tuple]:
+        method = getattr(self, self.METHODS.get(type(ev), ""), None)
+        return method(ev) if method else []
 
 
 def parse_sampling(body: dict, max_keys: tuple[str, ...], stop: tuple[str, ...]) -> Sampling:
@@ -53,6 +65,25 @@ def apply_extensions(body: dict, req: ChatRequest) -> ChatRequest:
     req.max_tool_calls = get_number(body, "max_tool_calls", lo=0, integer=True)
     default_tool_choice(body, req)
     return req
+
+
+def check_tool_choice(req: ChatRequest) -> None:
+    """`required` or a named function need a matching tool (server tools count, see SPEC)."""
+    if req.tool_choice == "function" and req.tool_name not in {t.name for t in req.tools}:
+        if not (req.enable_tools or req.tool_name in SERVER_TOOLS + tuple(TOOL_ALIASES)):
+            raise bad_request(f"Invalid 'tool_choice': no tool named {req.tool_name!r} in 'tools'.",
+                              param="tool_choice")
+
+
+def add_server_tools(body: dict, req: ChatRequest, names: tuple[str, ...]) -> None:
+    """Server tools a dialect found in its own `tools` list (Anthropic's code execution, the
+    Responses code interpreter…) turn the agent on for them; then `tool_choice` must name a tool
+    that is offered."""
+    if names:
+        req.enable_tools = True
+        req.enabled_tools = tuple(dict.fromkeys(req.enabled_tools + names))
+        default_tool_choice(body, req)
+    check_tool_choice(req)
 
 
 def default_tool_choice(body: dict, req: ChatRequest) -> None:

@@ -16,7 +16,7 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
                     bad_request, new_id)
 from ..media import image_from_url
-from .common import apply_extensions, parse_output_format, parse_sampling
+from .common import EventStream, apply_extensions, check_tool_choice, parse_output_format, parse_sampling
 from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
 
 FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool_calls": "tool_calls"}
@@ -132,14 +132,6 @@ def parse_tools(body: dict, req: ChatRequest) -> None:
     check_tool_choice(req)
 
 
-def check_tool_choice(req: ChatRequest) -> None:
-    """`required` or a named function need a matching tool (server tools count, see SPEC)."""
-    if req.tool_choice == "function" and req.tool_name not in {t.name for t in req.tools}:
-        if not (req.enable_tools or req.tool_name in ("python", "bash", "web_search", "terminal")):
-            raise bad_request(f"Invalid 'tool_choice': no tool named {req.tool_name!r} in 'tools'.",
-                              param="tool_choice")
-
-
 def parse_response_format(body: dict, req: ChatRequest) -> None:
     req.response_schema = parse_output_format(get_object(body, "response_format"), "response_format",
                                               holder="json_schema")
@@ -193,7 +185,7 @@ def render_response(events: list, model: str) -> dict:
             "usage": render_usage(finish.usage)}
 
 
-class Stream:
+class Stream(EventStream):
     """Events → `(event_name, payload)` pairs; payload a dict or the final "[DONE]"."""
 
     def __init__(self, req: ChatRequest, model: str):
@@ -208,27 +200,30 @@ class Stream:
             chunk["usage"] = None
         return None, chunk
 
-    def event(self, ev) -> list[tuple]:
-        if isinstance(ev, Started):
-            return [self._chunk({"role": "assistant", "content": ""})]
-        if isinstance(ev, TextDelta):
-            return [self._chunk({"content": ev.text})]
-        if isinstance(ev, ReasoningDelta):
-            return [self._chunk({"reasoning_content": ev.text})]
-        if isinstance(ev, ToolCallDelta):
-            call = {"index": ev.index, "function": {"arguments": ev.arguments}}
-            if ev.id is not None:
-                call.update(id=ev.id, type="function")
-                call["function"]["name"] = ev.name
-            return [self._chunk({"tool_calls": [call]})]
-        if isinstance(ev, ToolExecuted):
-            return [("tool_result", dict(self.base, choices=[], **render_tool_result(ev)))]
-        if isinstance(ev, Finish):
-            out = [self._chunk({}, FINISH[ev.reason])]
-            if self.include_usage:
-                out.append((None, dict(self.base, choices=[], usage=render_usage(ev.usage))))
-            return out + [(None, "[DONE]")]
-        return []
+    def on_started(self, ev: Started) -> list[tuple]:
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def on_text(self, ev: TextDelta) -> list[tuple]:
+        return [self._chunk({"content": ev.text})]
+
+    def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
+        return [self._chunk({"reasoning_content": ev.text})]
+
+    def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
+        call = {"index": ev.index, "function": {"arguments": ev.arguments}}
+        if ev.id is not None:
+            call.update(id=ev.id, type="function")
+            call["function"]["name"] = ev.name
+        return [self._chunk({"tool_calls": [call]})]
+
+    def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
+        return [("tool_result", dict(self.base, choices=[], **render_tool_result(ev)))]
+
+    def on_finish(self, ev: Finish) -> list[tuple]:
+        out = [self._chunk({}, FINISH[ev.reason])]
+        if self.include_usage:
+            out.append((None, dict(self.base, choices=[], usage=render_usage(ev.usage))))
+        return out + [(None, "[DONE]")]
 
     def error(self, err: ApiError) -> list[tuple]:
         return [(None, render_error(err)), (None, "[DONE]")]

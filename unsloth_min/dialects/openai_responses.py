@@ -23,9 +23,9 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
                     bad_request, new_id)
 from ..media import image_from_url
-from .common import apply_extensions, default_tool_choice, parse_output_format, parse_sampling
+from .common import EventStream, add_server_tools, apply_extensions, parse_output_format, parse_sampling
 from .fields import get_bool, get_list, get_object, get_str, require_object
-from .openai_chat import check_tool_choice, render_error  # noqa: F401 (errors: OpenAI's shape)
+from .openai_chat import render_error  # noqa: F401 (errors: OpenAI's shape)
 
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"}
@@ -65,11 +65,7 @@ def parse_request(body: dict) -> ResponsesRequest:
     parse_text_format(body, req)
     effort = parse_reasoning(body, req)
     apply_extensions(body, req)
-    if server_tools:
-        req.enable_tools = True
-        req.enabled_tools = tuple(dict.fromkeys(req.enabled_tools + server_tools))
-        default_tool_choice(body, req)
-    check_tool_choice(req)
+    add_server_tools(body, req, server_tools)
     req.echo = echo(body, req, effort)
     return req
 
@@ -288,7 +284,7 @@ def render_response(events: list, model: str, req: ResponsesRequest) -> dict:
     return stream.response
 
 
-class Stream:
+class Stream(EventStream):
     """Events → `(event_name, payload)` pairs, keeping `response` (the final JSON) up to date."""
 
     def __init__(self, req: ResponsesRequest, model: str):
@@ -307,20 +303,14 @@ class Stream:
     def _lifecycle(self, kind: str) -> tuple:
         return self._emit(kind, response=copy.deepcopy(self.response))
 
-    def event(self, ev) -> list[tuple]:
-        if isinstance(ev, Started):
-            return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
-        if isinstance(ev, TextDelta):
-            return self._text("message", ev.text)
-        if isinstance(ev, ReasoningDelta):
-            return self._text("reasoning", ev.text)
-        if isinstance(ev, ToolCallDelta):
-            return self._tool_call(ev)
-        if isinstance(ev, ToolExecuted):
-            return self._server_tool(ev)
-        if isinstance(ev, Finish):
-            return self._finish(ev)
-        return []
+    def on_started(self, ev: Started) -> list[tuple]:
+        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
+
+    def on_text(self, ev: TextDelta) -> list[tuple]:
+        return self._text("message", ev.text)
+
+    def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
+        return self._text("reasoning", ev.text)
 
     def _open(self, key, item: dict) -> list[tuple]:
         out = self._close()
@@ -365,7 +355,7 @@ class Stream:
         return out + [self._emit(TEXT_ITEMS[kind][2] + ".delta", item_id=item["id"],
                                  output_index=index, content_index=0, delta=text, **extra)]
 
-    def _tool_call(self, ev: ToolCallDelta) -> list[tuple]:
+    def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
         out = []
         if ev.id is not None or ev.index not in self.calls:
             item = {"id": new_id("fc_"), "type": "function_call", "status": "in_progress",
@@ -380,7 +370,7 @@ class Stream:
                                   output_index=index, delta=ev.arguments))
         return out
 
-    def _server_tool(self, ev: ToolExecuted) -> list[tuple]:
+    def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
         item = server_item(ev)
         out = self._open(("server", item["id"]), dict(item, status="in_progress"))
         index = self.open[1]
@@ -391,7 +381,7 @@ class Stream:
                                  arguments=ev.call.arguments, content=ev.result.content,
                                  is_error=ev.result.is_error)]
 
-    def _finish(self, ev: Finish) -> list[tuple]:
+    def on_finish(self, ev: Finish) -> list[tuple]:
         status = "incomplete" if ev.reason == "length" else "completed"
         out = self._close(status)
         r = self.response

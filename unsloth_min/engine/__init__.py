@@ -28,7 +28,7 @@ from typing import AsyncIterator
 
 from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started, TextDelta
 from .formats import HERMES, detect_think_format, detect_tool_format, prepare_messages, starts_thinking
-from .grammar import Grammar, build_grammar
+from .grammar import build_grammar
 from .model import Model, ModelParams
 from .output import OutputParser
 from .scheduler import Scheduler, Sequence

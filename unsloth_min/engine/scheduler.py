@@ -23,7 +23,6 @@ Does not: render or tokenize prompts, parse thinking or tool calls, or know abou
 from __future__ import annotations
 
 import collections
-import ctypes
 import logging
 import threading
 import time
