@@ -186,3 +186,27 @@ def test_default_context_shrinks_to_the_memory_an_explicit_one_is_kept(monkeypat
     explicit = M.Model(M.ModelParams(path, n_ctx=8192))
     assert explicit.n_ctx == 8192 and "more than the" in caplog.text
     explicit.close()
+
+
+def test_integer_ranges_match_exactly_their_numbers():
+    """The GBNF digit runs for a..b, read as a regex, match a number iff it is within a..b."""
+    import random
+    import re
+
+    from unsloth_min.engine.grammar import digit_runs, integer_range
+
+    def regex(gbnf: str) -> re.Pattern:
+        text = re.sub(r'"([^"]*)"', lambda m: re.escape(m.group(1)), gbnf.replace(" ", ""))
+        return re.compile(text)
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        a = rng.randint(0, 10 ** rng.randint(0, 6))
+        b = a + rng.randint(0, 10 ** rng.randint(0, 6))
+        pattern = regex("(" + "|".join(digit_runs(a, b)) + ")")
+        for x in {a, b, a - 1, b + 1, rng.randint(max(0, a - 50), b + 50), 0, 10 ** len(str(b))}:
+            if x >= 0:
+                assert bool(pattern.fullmatch(str(x))) == (a <= x <= b), (a, b, x)
+    bounded = regex(integer_range({"minimum": -12, "exclusiveMaximum": 7.5}))
+    assert [x for x in range(-40, 40) if bounded.fullmatch(str(x))] == list(range(-12, 8))
+    assert integer_range({"type": "integer"}) is None and integer_range({"minimum": 3, "maximum": 2}) is None

@@ -133,6 +133,18 @@ def test_strings_hold_only_what_json_allows(vocab):
     assert vocab.walk(grammar(tools=[loose]), free % "1\n2").startswith("refused")
 
 
+def test_integer_bounds_are_enforced(vocab):
+    """llama-cpp-python's converter reads an integer's type only; ours adds its bounds."""
+    pick = Tool("pick", "Pick", {"type": "object", "required": ["n", "k"], "properties": {
+        "n": {"type": "integer", "minimum": 1, "maximum": 12},
+        "k": {"type": "integer", "exclusiveMinimum": -3, "exclusiveMaximum": 0}}})
+    call = '<tool_call>{"name": "pick", "arguments": {"n": %s, "k": %s}}</tool_call>'
+    for n, k in (("1", "-1"), ("9", "-2"), ("12", "-1"), ("10", "-2")):
+        assert vocab.walk(grammar(tools=[pick]), call % (n, k)) == "ok", (n, k)
+    for n, k in (("0", "-1"), ("13", "-1"), ("-1", "-1"), ("01", "-1"), ("5", "0"), ("5", "-3")):
+        assert vocab.walk(grammar(tools=[pick]), call % (n, k)).startswith("refused"), (n, k)
+
+
 def test_named_function_and_parallel_calls(vocab):
     named = grammar("function", tool_name="get_time")
     assert vocab.walk(named, '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>') == "ok"

@@ -1,7 +1,8 @@
 """Grammars that force tool calls and JSON answers: a request → llama.cpp GBNF (+ lazy triggers).
 
 Strategy: each tool's JSON Schema goes through llama-cpp-python's own JSON-Schema → GBNF converter
-(`SchemaConverter`, one per schema so a failure cannot leave half a rule behind); our rules wrap the
+(`SchemaConverter`, one per schema so a failure cannot leave half a rule behind; ours adds what it
+lacks: integer `minimum`/`maximum` and JSON's own string characters); our rules wrap the
 arguments in the exact text the output parser reads (`<tool_call>{"name": "f", "arguments": …}
 </tool_call>` for Hermes, `[TOOL_CALLS][…]` for Mistral, `{"name": "f", "parameters": …}` for
 Llama 3), with one alternative per allowed name. The grammar ends where the calls (or the answer)
@@ -24,9 +25,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from dataclasses import dataclass
 
-from llama_cpp.llama_grammar import PRIMITIVE_RULES, SchemaConverter
+from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, SchemaConverter
 
 from ..core import ChatRequest, Tool
 from .formats import ThinkFormat, ToolFormat
@@ -81,6 +83,74 @@ def call_preamble(fmt: ToolFormat) -> list:
 
 
 # ---- schemas -------------------------------------------------------------------------------------
+INT_DIGITS = 16  # the converter's own cap on an integer's digits
+INT_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def digit_runs(a: int, b: int) -> list[str]:
+    """GBNF sequences that together match exactly the decimal numbers a..b (0 <= a <= b)."""
+    if a > b:
+        return []
+    sa, sb = str(a), str(b)
+    if len(sa) < len(sb):  # one digit count at a time
+        top = 10 ** len(sa) - 1
+        return digit_runs(a, top) + digit_runs(top + 1, b)
+    i = next((k for k in range(len(sa)) if sa[k] != sb[k]), len(sa))
+    if i == len(sa):
+        return [f'"{sa}"']
+    head, rest = (f'"{sa[:i]}" ' if i else ""), len(sa) - i - 1
+    span = f"[{sa[i]}-{sb[i]}]" if sa[i] != sb[i] else f'"{sa[i]}"'
+    if sa[i + 1:] == "0" * rest and sb[i + 1:] == "9" * rest:  # every tail: one class run
+        return [head + span + (f" [0-9]{{{rest}}}" if rest else "")]
+    out = digit_runs(a, int(sa[:i + 1] + "9" * rest))  # the low digit with its tails up to 9…9
+    if int(sa[i]) + 1 <= int(sb[i]) - 1:  # the digits between with any tail
+        mid = f"[{int(sa[i]) + 1}-{int(sb[i]) - 1}]"
+        out.append(head + mid + f" [0-9]{{{rest}}}")
+    return out + digit_runs(int(sb[:i + 1] + "0" * rest), b)  # the high digit, tails from 0…0
+
+
+def integer_range(schema: dict) -> str | None:
+    """A GBNF expression for the integers a schema's bounds allow (None: no bounds, or none fit)."""
+    if not any(k in schema for k in INT_BOUNDS):
+        return None
+    big = 10 ** INT_DIGITS - 1
+    lo, hi = -big, big
+    def bound(key: str):
+        value = schema.get(key)  # (draft 4's boolean exclusive* flags are not bounds)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return value if ok else None
+
+    if (v := bound("minimum")) is not None:
+        lo = max(lo, math.ceil(v))
+    if (v := bound("exclusiveMinimum")) is not None:
+        lo = max(lo, math.floor(v) + 1)
+    if (v := bound("maximum")) is not None:
+        hi = min(hi, math.floor(v))
+    if (v := bound("exclusiveMaximum")) is not None:
+        hi = min(hi, math.ceil(v) - 1)
+    if lo > hi:
+        return None
+    runs = []
+    if lo < 0:  # the negative part, by magnitude
+        runs += [f'"-" {r}' for r in digit_runs(max(1, -min(hi, -1)), -lo)]
+    if hi >= 0:
+        runs += digit_runs(max(lo, 0), hi)
+    return "(" + " | ".join(runs) + ")"
+
+
+class Converter(SchemaConverter):
+    """llama-cpp-python's converter, with integer bounds (it reads an integer's type only)."""
+
+    def visit(self, schema, name):
+        plain = not any(k in schema for k in ("$ref", "oneOf", "anyOf", "const", "enum"))
+        if plain and schema.get("type") == "integer":
+            bounded = integer_range(schema)
+            if bounded is not None:
+                rule = name + "-" if name in RESERVED_NAMES else name or "root"
+                return self._add_rule(rule, f"{bounded} space")
+        return super().visit(schema, name)
+
+
 class Rules:
     """GBNF rules gathered from several converter runs (their shared primitives are identical)."""
 
@@ -92,7 +162,7 @@ class Rules:
         return name
 
     def schema(self, schema: dict, name: str) -> str | None:
-        conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        conv = Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
         try:
             schema = conv.resolve_refs(copy.deepcopy(schema), "request")
             root = conv.visit(schema, name)
