@@ -211,6 +211,7 @@ def test_xml_calls_stream_parameter_by_parameter_and_flag_cuts():
     ("\n  two\n\nlines  \n", {"type": "string"}, "  two\n\nlines  "),  # exactly one newline each side
     ("\n-12\n", {"type": "integer"}, -12), ("\n2.0\n", {"type": "integer"}, 2), ("\n2.5\n", {"type": "integer"}, "2.5"),
     ("\n1e3\n", {"type": "number"}, 1000.0), ("\nNaN\n", {"type": "number"}, "NaN"),
+    ("\n007\n", {"type": "integer"}, 7), ("\n.5\n", {"type": "number"}, 0.5), ("\n1 2\n", {"type": "integer"}, "1 2"),
     ("\nfalse\n", {"type": "boolean"}, False), ("\nTrue\n", {"type": "boolean"}, True),
     ('\n{"a": [1]}\n', {"type": "object"}, {"a": [1]}), ("\n{'a': None}\n", {"type": "object"}, {"a": None}),
     ("\n[1, 2]\n", {"type": "object"}, "[1, 2]"), ("\n{1, 2}\n", {"type": "array"}, "{1, 2}"),

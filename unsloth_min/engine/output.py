@@ -110,8 +110,14 @@ def schema_types(schema) -> set:
 def _number(text: str, integer: bool):
     try:
         value = json.loads(text)
-    except ValueError:
-        return None
+    except ValueError:  # what Python reads (`007`, `+5`, `.5`), as the reference parsers do
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     if integer and isinstance(value, float):
