@@ -294,6 +294,8 @@ def test_xml_values_are_raw_text_or_json_by_type(vocab):
                     opts='{"force": true}', tags='["a", "b"]')
     assert vocab.walk(xml(), call) == "ok"
     assert vocab.walk(xml(), xml_call("write", path="a", content="")) == "ok"  # optional ones left out
+    assert vocab.walk(xml(), xml_call("write", path="a << b </pa</p></parameter", content="<")) == "ok"
+    assert vocab.walk(xml(), xml_call("write", path="a <</parameter>", content="b")).startswith("refused")
 
 
 def test_xml_named_function_and_parallel_calls(vocab):

@@ -38,7 +38,7 @@ from llama_cpp.llama_grammar import PRIMITIVE_RULES, SchemaConverter
 
 from ..core import ChatRequest, Tool
 from .formats import ThinkFormat, ToolFormat
-from .output import FUNC, PARAM, PARAM_END, XML_NAME, schema_types
+from .output import FUNC, FUNC_END, PARAM, PARAM_END, XML_NAME, schema_types
 
 log = logging.getLogger("unsloth_min.engine")
 
@@ -133,16 +133,17 @@ class Rules:
 
 
 # ---- Qwen3-Coder XML calls -----------------------------------------------------------------------
+TAG_END, VALUE_END = ">\n", "\n" + PARAM_END + "\n"  # `<function=f>⏎`, `⏎</parameter>⏎`
+
+
 def xml_text(rules: Rules) -> str:
     """Raw text that never contains `</parameter>`: a matcher for that marker, one rule per state
     (xml-tK: the text so far ends in the marker's first K characters), any state may end."""
-    m = PARAM_END
-    for k in range(len(m)):
-        alts = ([f"{literal(m[k])} xml-t{k + 1}"] if 0 < k < len(m) - 1 else []) + ['"<" xml-t1']
-        if k:
-            alts.append(f"[^<{m[k]}] xml-t0")
-        else:
-            alts.append("[^<] xml-t0")
+    m = PARAM_END  # `<` occurs only first in it: a mismatch restarts at `<` (xml-t1) or at nothing
+    for k, c in enumerate(m):
+        alts = ['"<" xml-t1', f"[^<{c}] xml-t0" if k else "[^<] xml-t0"]
+        if 0 < k < len(m) - 1:  # the marker's last character is the one never allowed
+            alts.insert(0, f"{literal(c)} xml-t{k + 1}")
         rules.add(f"xml-t{k}", "( " + " | ".join(alts) + " )?")
     return "xml-t0"
 
@@ -170,15 +171,15 @@ def xml_params(rules: Rules, schema, i: int) -> str | None:
         value = xml_value_rule(rules, sub, f"tool{i}-p{j}") if XML_NAME.fullmatch(key) and key else None
         if value is None:
             return None
-        one = f"{literal(PARAM + key + '>' + chr(10))} {value} {literal(chr(10) + PARAM_END + chr(10))}"
+        one = f"{literal(PARAM + key + TAG_END)} {value} {literal(VALUE_END)}"
         parts.append(one if key in required else f"( {one} )?")
     return " ".join(parts) or '""'
 
 
 def xml_free(rules: Rules) -> str:
     text = xml_text(rules)
-    return rules.add("xml-free", f'( {literal(PARAM)} [^<> \\t\\r\\n]{{1,128}} ">\\n" {text} '
-                                 f'{literal(chr(10) + PARAM_END + chr(10))} )*')
+    return rules.add("xml-free", f'( {literal(PARAM)} [^<> \\t\\r\\n]{{1,128}} {literal(TAG_END)} {text} '
+                                 f'{literal(VALUE_END)} )*')
 
 
 def xml_call(rules: Rules, tool: Tool, i: int) -> str:
@@ -186,7 +187,7 @@ def xml_call(rules: Rules, tool: Tool, i: int) -> str:
     if params is None:
         log.warning("cannot build an XML call grammar for tool %r: its parameters are free-form", tool.name)
         params = xml_free(rules)
-    return f"{literal(FUNC + tool.name + '>' + chr(10))} {params} {literal('</function>')}"
+    return f"{literal(FUNC + tool.name + TAG_END)} {params} {literal(FUNC_END)}"
 
 
 def calls_rule(rules: Rules, tools: list[Tool], fmt: ToolFormat, parallel: bool) -> str:
