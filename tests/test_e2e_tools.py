@@ -202,3 +202,101 @@ def test_thinking_sent_back_and_turned_off(thinking_server):
     status, r = thinking_server.json("POST", CHAT, dict(body, chat_template_kwargs=None,
                                                         enable_thinking=False), timeout=300)
     assert status == 200 and "reasoning_content" not in r["choices"][0]["message"]
+
+
+# ---- Qwen3-Coder XML calls, in process -----------------------------------------------------------
+QWEN3_CODER_TEMPLATE = """\
+{%- if tools %}
+{{- '<|im_start|>system\\n# Tools\\n\\nYou have access to the following functions:\\n\\n<tools>' }}
+{%- for tool in tools %}
+{{- '\\n<function>\\n<name>' + tool.function.name + '</name>\\n<parameters>' }}
+{%- for name, p in tool.function.parameters.properties|items %}
+{{- '\\n<parameter>\\n<name>' + name + '</name>\\n<type>' + (p.type or 'enum') + '</type>\\n</parameter>' }}
+{%- endfor %}
+{{- '\\n</parameters>\\n</function>' }}
+{%- endfor %}
+{{- '\\n</tools>\\n\\nIf you choose to call a function ONLY reply in the following format:\\n\\n<tool_call>\\n'
+    '<function=example_function_name>\\n<parameter=example_parameter_1>\\nvalue_1\\n</parameter>\\n'
+    '</function>\\n</tool_call><|im_end|>\\n' }}
+{%- endif %}
+{%- for m in messages %}
+{%- if m.role == 'assistant' and m.tool_calls %}
+{{- '<|im_start|>assistant' }}
+{%- for tool_call in m.tool_calls %}
+{%- set tool_call = tool_call.function %}
+{{- '\\n<tool_call>\\n<function=' + tool_call.name + '>\\n' }}
+{%- for args_name, args_value in tool_call.arguments|items %}
+{{- '<parameter=' + args_name + '>\\n' }}
+{{- args_value | tojson if args_value is mapping or (args_value is sequence and args_value is not string)
+    else args_value | string }}
+{{- '\\n</parameter>\\n' }}
+{%- endfor %}
+{{- '</function>\\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\\n' }}
+{%- elif m.role == 'tool' %}
+{{- '<|im_start|>user\\n<tool_response>\\n' + m.content + '\\n</tool_response><|im_end|>\\n' }}
+{%- else %}
+{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{% endif %}
+"""
+ALARM = {"type": "object", "required": ["hour", "loud"], "properties": {
+    "hour": {"type": "integer"}, "loud": {"type": "boolean"}, "label": {"type": "string"}}}
+
+
+@pytest.fixture(scope="module")
+def xml_engine():
+    from unsloth_min.core import Sampling
+    from unsloth_min.engine import Engine, EngineOptions, embedded_model_path
+    from unsloth_min.engine.model import ModelParams
+
+    path = embedded_model_path()
+    engine = Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=2048, n_parallel=1), Sampling(),
+                                  chat_template=QWEN3_CODER_TEMPLATE))
+    yield engine
+    engine.close()
+
+
+def xml_request(**kw):
+    from unsloth_min.core import ChatRequest, Message, Sampling, Text, Tool, ToolCall, ToolResult
+
+    tools = [Tool(n, n, s) for n, s in (("get_time", TIME), ("set_alarm", ALARM), ("get_weather", WEATHER))]
+    history = [Message("user", [Text("Wake me at 7, loudly. Then the weather in Paris?")]),
+               Message("assistant", [ToolCall("c1", "set_alarm", '{"hour": 7, "loud": true}')]),
+               Message("tool", [ToolResult("c1", "alarm set")])]
+    return ChatRequest(messages=history, tools=tools, sampling=Sampling(temperature=0.0, max_tokens=120), **kw)
+
+
+def test_qwen3_coder_template_shows_tools_and_history_as_xml(xml_engine):
+    from unsloth_min.engine.formats import QWEN3_XML
+
+    assert xml_engine.tool_format == QWEN3_XML
+    prompt = xml_engine.render(xml_request())
+    assert "<name>set_alarm</name>" in prompt and "# Tools" in prompt  # the template's own tool list
+    assert ("<tool_call>\n<function=set_alarm>\n<parameter=hour>\n7\n</parameter>\n"
+            "<parameter=loud>\nTrue\n</parameter>\n</function>\n</tool_call>") in prompt
+
+
+@pytest.mark.parametrize("choice", [dict(tool_choice="required"),
+                                    dict(tool_choice="function", tool_name="set_alarm")])
+def test_qwen3_coder_forced_calls_parse_with_typed_arguments(xml_engine, choice):
+    import asyncio
+
+    from unsloth_min.core import Finish, ToolCallDelta
+
+    async def collect():
+        return [ev async for ev in xml_engine.generate(xml_request(**choice))]
+
+    events = asyncio.run(collect())
+    calls: dict = {}
+    for ev in events:
+        if isinstance(ev, ToolCallDelta):
+            name, args = calls.get(ev.index, (ev.name, ""))
+            calls[ev.index] = (name, args + ev.arguments)
+    assert isinstance(events[-1], Finish) and events[-1].reason == "tool_calls", events
+    for name, args in calls.values():
+        validate(json.loads(args), {"get_time": TIME, "set_alarm": ALARM, "get_weather": WEATHER}[name])
+    if choice["tool_choice"] == "function":
+        assert {name for name, _ in calls.values()} == {"set_alarm"}

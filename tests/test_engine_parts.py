@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from unsloth_min.core import ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult
-from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, ThinkFormat, detect_think_format,
+from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, QWEN3_XML, ThinkFormat, detect_think_format,
                                         detect_tool_format, prepare_messages, starts_thinking)
 from unsloth_min.engine.template import CHATML, ChatTemplate, TemplateError
 from unsloth_min.engine.textstream import TextStream
@@ -95,7 +95,10 @@ def test_template_raise_exception_is_a_400():
     ("{{ '[TOOL_CALLS]' + tool_calls | tojson }}", MISTRAL),
     ("{{ '<|python_tag|>' + tool_call.name }}", LLAMA3),
     ('Respond in the format {"name": function name, "parameters": dictionary of argument name', LLAMA3),
-    ("<tool_call>\n<function={{ name }}>", None),  # Qwen3-Coder's XML calls: not ours to parse
+    ("{{- '\\n<tool_call>\\n<function=' + tool_call.name + '>\\n' }}", QWEN3_XML),  # Qwen3-Coder
+    ("<tools>…</tools> <tool_call>\n<function=example>\n<parameter=x>\n…", QWEN3_XML),  # ...ahead of Hermes
+    ('<function=name>{"arg": "value"}</function>', None),  # Llama 3.1 custom calls: not ours to parse
+    ('<function=name>{"arg"}</function> {"name": function name, "parameters": dictionary of', None),
     (CHATML, None),
 ])
 def test_tool_format_is_read_from_the_template(source, expected):

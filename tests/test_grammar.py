@@ -19,7 +19,7 @@ from unsloth_min.core import ChatRequest, Tool
 from unsloth_min.engine import embedded_model_path
 from unsloth_min.engine.constrain import WINDOW, Candidates, Constraint, grammar_sampler
 from unsloth_min.engine.model import _init_backend
-from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, ThinkFormat
+from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, QWEN3_XML, ThinkFormat
 from unsloth_min.engine.grammar import build_grammar
 
 pytestmark = pytest.mark.model
@@ -219,7 +219,7 @@ def test_unsupported_schema_degrades_with_a_warning(vocab, caplog):
         assert grammar("none", tools=(), response_schema={"type": "no-such-type"}) is None
 
 
-@pytest.mark.parametrize("fmt", [HERMES, MISTRAL, LLAMA3])
+@pytest.mark.parametrize("fmt", [HERMES, MISTRAL, LLAMA3, QWEN3_XML])
 @pytest.mark.parametrize("choice", ["auto", "required", "function"])
 @pytest.mark.parametrize("thinking", [False, True])
 def test_every_combination_is_accepted_by_llama_cpp(vocab, fmt, choice, thinking):
@@ -232,6 +232,8 @@ def test_every_combination_is_accepted_by_llama_cpp(vocab, fmt, choice, thinking
 @pytest.mark.parametrize("fmt, call", [
     (HERMES, HERMES_CALL),
     (MISTRAL, '[TOOL_CALLS][{"name": "get_weather", "arguments": ' + GOOD + '}]'),
+    (QWEN3_XML, "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+                "<parameter=unit>\ncelsius\n</parameter>\n</function>\n</tool_call>"),
 ])
 def test_watched_triggers_start_the_grammar_late_in_a_long_answer(vocab, fmt, call):
     g = grammar("auto", fmt=fmt)
@@ -250,3 +252,99 @@ def test_watched_bare_call_only_at_the_start(vocab):
     thinking = grammar(thinking=True)
     assert vocab.walk_watched(thinking, "long thought " * 50 + "</think>\n" + HERMES_CALL)[0] == "ok"
     assert vocab.walk_watched(thinking, "t</think>\n" + bad)[0].startswith("refused")
+
+
+# ---- Qwen3-Coder XML calls -----------------------------------------------------------------------
+CODE = Tool("write", "Write a file", {
+    "type": "object", "required": ["path", "content"],
+    "properties": {"path": {"type": "string"}, "content": {"type": "string"}, "mode": {"type": "integer"},
+                   "opts": {"type": "object", "properties": {"force": {"type": "boolean"}}},
+                   "tags": {"type": "array", "items": {"type": "string"}}}})
+
+
+def xml_call(name: str, **params) -> str:
+    body = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in params.items())
+    return f"<tool_call>\n<function={name}>\n{body}</function>\n</tool_call>"
+
+
+XML_CALL = xml_call("get_weather", city="Paris", unit="celsius")
+
+
+def xml(choice="required", tools=(WEATHER, TIME, CODE), **kw):
+    return grammar(choice, tools=tools, fmt=QWEN3_XML, **kw)
+
+
+def test_xml_required_accepts_a_valid_call_and_then_only_the_end(vocab):
+    g = xml()
+    assert not g.lazy
+    assert vocab.walk(g, XML_CALL) == "ok"
+    assert vocab.walk(g, XML_CALL + "\n") == "ok"
+    assert vocab.walk(g, xml_call("get_time")) == "ok"
+    assert vocab.walk(g, XML_CALL[:-3]) == "no end allowed"
+    assert vocab.walk(g, XML_CALL + "\nThanks").startswith("refused")
+
+
+@pytest.mark.parametrize("bad", [
+    xml_call("get_weather", city="Paris", unit="kelvin"),
+    xml_call("get_weather", city="Paris"),  # a required parameter missing
+    xml_call("get_weather", unit="celsius", city="Paris"),  # the schema's order
+    xml_call("get_wether", city="Paris", unit="celsius"),
+    xml_call("get_weather", city="Pa</parameter>ris", unit="celsius"),  # text cannot hold the end tag
+    xml_call("get_time", zone="UTC"),  # no such property
+    xml_call("write", path="a", content="b", mode="fast"),
+    xml_call("write", path="a", content="b", opts='{"force": "yes"}'),
+    '<tool_call>\n{"name": "get_weather", "arguments": ' + GOOD + '}\n</tool_call>',
+    "The weather is nice.",
+])
+def test_xml_required_refuses_what_breaks_the_schema(vocab, bad):
+    assert vocab.walk(xml(), bad).startswith("refused")
+
+
+def test_xml_values_are_raw_text_or_json_by_type(vocab):
+    source = "def f(a, b):\n    if a < b and '</param' != \"</function>\":\n        return {'x': [1]}\n"
+    call = xml_call("write", path="src/app.py", content=source, mode="420",
+                    opts='{"force": true}', tags='["a", "b"]')
+    assert vocab.walk(xml(), call) == "ok"
+    assert vocab.walk(xml(), xml_call("write", path="a", content="")) == "ok"  # optional ones left out
+    assert vocab.walk(xml(), xml_call("write", path="a << b </pa</p></parameter", content="<")) == "ok"
+    assert vocab.walk(xml(), xml_call("write", path="a <</parameter>", content="b")).startswith("refused")
+
+
+def test_xml_named_function_and_parallel_calls(vocab):
+    named = xml("function", tool_name="get_time")
+    assert vocab.walk(named, xml_call("get_time")) == "ok"
+    assert vocab.walk(named, XML_CALL).startswith("refused")
+    two = XML_CALL + "\n" + xml_call("get_time")
+    assert vocab.walk(xml(), two) == "ok"
+    assert vocab.walk(xml(parallel_tool_calls=False), two).startswith("refused")
+
+
+def test_xml_auto_waits_for_function_tag(vocab):
+    g = xml("auto")
+    assert g.lazy and all("<function=" in t for t in g.triggers)
+    assert vocab.walk(g, "Wrap calls in <tool_call> tags, like <tool_call>{json}</tool_call>.") == "ok"
+    assert vocab.walk(g, "Let me check.\n" + XML_CALL) == "ok"
+    assert vocab.walk(g, "Let me check.\n" + XML_CALL.replace("celsius", "kelvin")).startswith("refused")
+    result, c = vocab.walk_watched(g, "Use <tool_call> tags. " * 30)
+    assert result == "ok" and c.waiting
+    assert vocab.walk_watched(g, "x " * 100 + XML_CALL.replace("celsius", "kelvin"))[0].startswith("refused")
+
+
+def test_xml_thinking_comes_first_then_the_grammar(vocab):
+    g = xml(thinking=True)
+    assert vocab.walk(g, "I think <tool_call> {x}</think>\n\n" + XML_CALL) == "ok"
+    assert vocab.walk(g, "hmm</think>\n" + XML_CALL.replace("celsius", "kelvin")).startswith("refused")
+    auto = xml("auto", thinking=True)
+    assert vocab.walk(auto, "no call</think>\nPlain answer.") == "ok"
+    assert vocab.walk(auto, "hmm</think>\n" + XML_CALL.replace("celsius", "kelvin")).startswith("refused")
+
+
+def test_xml_unexpressible_schema_gets_free_parameters_with_a_warning(vocab, caplog):
+    odd = Tool("odd", "", {"type": "object", "properties": {"x": {"type": "no-such-type"}}})
+    loose = Tool("loose", "no properties", None)
+    with caplog.at_level(logging.WARNING, "unsloth_min.engine"):
+        g = xml(tools=(odd, loose))
+    assert "free-form" in caplog.text and "'odd'" in caplog.text and "'loose'" not in caplog.text
+    assert vocab.walk(g, xml_call("odd", x="anything", y="[1]")) == "ok"
+    assert vocab.walk(g, xml_call("loose", a="1", b="multi\nline <b>")) == "ok"
+    assert vocab.walk(g, xml_call("loose", a="x</parameter>y")).startswith("refused")

@@ -14,12 +14,33 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unsloth_min.core import ReasoningDelta, TextDelta, ToolCallDelta
-from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, ThinkFormat
-from unsloth_min.engine.output import OutputParser
+from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, QWEN3_XML, ThinkFormat
+from unsloth_min.engine.output import OutputParser, xml_value
 from unsloth_min.engine.textstream import TextStream
 
 WEATHER = '{"city": "Paris", "unit": "celsius"}'
 TRICKY = '{"code": "if (a) { b = \\"}\\"; } // ]", "n": [1, {"x": null}], "s": "a,b}"}'
+# Qwen3-Coder XML calls: values are raw text, typed by the tool's schema
+SCHEMAS = {"get_weather": {"type": "object", "properties": {
+               "city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"},
+               "unit": {"enum": ["celsius", "fahrenheit"]}}},
+           "write": {"type": "object", "properties": {
+               "code": {"type": "string"}, "opts": {"type": "object"}, "tags": {"type": "array"},
+               "ratio": {"type": ["number", "null"]}, "id": {"type": "string"}}}}
+XML = {"tools": QWEN3_XML, "schemas": SCHEMAS}
+CODE = "def f(a, b):\n    if a < b and b > 0:\n        return '</param' + \"</function>\"\n\n"
+XML_WEATHER = ("<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+               "<parameter=days>\n3\n</parameter>\n<parameter=metric>\nTrue\n</parameter>\n"
+               "<parameter=unit>\ncelsius\n</parameter>\n</function>\n</tool_call>")
+XML_WEATHER_ARGS = '{"city": "Paris", "days": 3, "metric": true, "unit": "celsius"}'
+XML_WRITE = ("<tool_call>\n<function=write>\n<parameter=code>\n" + CODE + "\n</parameter>\n"
+             '<parameter=opts>\n{"mode": "w", "nested": {"deep": [1, 2.5, null]}}\n</parameter>\n'
+             "<parameter=tags>\n['a', 'b']\n</parameter>\n<parameter=ratio>\nnull\n</parameter>\n"
+             "<parameter=id>\n007\n</parameter>\n<parameter=extra>\n42\n</parameter>\n"
+             "</function>\n</tool_call>")
+XML_WRITE_ARGS = json.dumps({"code": CODE, "opts": {"mode": "w", "nested": {"deep": [1, 2.5, None]}},
+                             "tags": ["a", "b"], "ratio": None, "id": "007", "extra": 42})
+XML_TIME = "<tool_call>\n<function=get_time>\n</function>\n</tool_call>"
 
 CASES = {
     "plain": ({}, "Hello <b>world</b> 🙂", [("text", "Hello <b>world</b> 🙂")]),
@@ -62,6 +83,35 @@ CASES = {
     "hermes-repeat-dropped": ({"tools": HERMES},
                               '<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>\n'
                               '<tool_call>{"name": "f", "arguments": {"a":1}}</tool_call>', [("call", "f", '{"a": 1}')]),
+    "xml": (XML, "Let me check.\n" + XML_WEATHER + "\n" + XML_WRITE + "\n" + XML_TIME,
+            [("text", "Let me check.\n"), ("call", "get_weather", XML_WEATHER_ARGS),
+             ("call", "write", XML_WRITE_ARGS), ("call", "get_time", "{}")]),
+    "xml-after-thinking": ({**XML, "thinking": True}, "I need <tool_call> weather.\n</think>\n\n" + XML_WEATHER,
+                           [("reasoning", "I need <tool_call> weather."), ("call", "get_weather", XML_WEATHER_ARGS)]),
+    "xml-text-after-call": (XML, XML_TIME + "\n\nDone.", [("call", "get_time", "{}"), ("text", "Done.")]),
+    "xml-not-a-call": (XML, "Wrap calls in <tool_call> tags.", [("text", "Wrap calls in <tool_call> tags.")]),
+    "xml-no-function": (XML, "<tool_call>\nhello\n</tool_call> x", [("text", "<tool_call>\nhello\n</tool_call> x")]),
+    "xml-bad-name": (XML, "<tool_call>\n<function=a b>\n</function>\n</tool_call>",
+                     [("text", "<tool_call>\n<function=a b>\n</function>\n</tool_call>")]),
+    "xml-partial-marker": (XML, "a <tool_call>\n<funct", [("text", "a <tool_call>\n<funct")]),
+    "xml-cut-before-name-end": (XML, "<tool_call>\n<function=get_wea", [("text", "<tool_call>\n<function=get_wea")]),
+    "xml-cut-off": (XML, "<tool_call>\n<function=write>\n<parameter=opts>\n{}\n</parameter>\n"
+                         "<parameter=code>\nprint(1)\nprint(2)</param",
+                    [("call", "write", '{"opts": {}, "code": "print(1)\\nprint(2)"}')]),
+    "xml-cut-between-parameters": (XML, "<tool_call>\n<function=get_weather>\n<parameter=days>\n2\n</parameter>\n<para",
+                                   [("call", "get_weather", '{"days": 2}')]),
+    "xml-later-call-cut-off": (XML, XML_TIME + XML_WEATHER[:60], [("call", "get_time", "{}")]),
+    "xml-one-call-only": ({**XML, "parallel": False}, XML_TIME + XML_WEATHER, [("call", "get_time", "{}")]),
+    "xml-repeat-dropped": (XML, XML_WEATHER + XML_WEATHER.replace("\n3\n", "\n 3\n"),
+                           [("call", "get_weather", XML_WEATHER_ARGS)]),
+    "xml-types-that-do-not-parse": (XML, "<tool_call><function=get_weather><parameter=days>\nsoon\n</parameter>"
+                                         "<parameter=metric>\nyes\n</parameter><parameter=city>\n\n 42 \n\n</parameter>"
+                                         "</function></tool_call>",
+                                    [("call", "get_weather", '{"days": "soon", "metric": "yes", "city": "\\n 42 \\n"}')]),
+    "xml-lenient": (XML, "<tool_call>\n<function=get_weather>\njunk <parameter=days>\n1\n</parameter>\n"
+                         "</tool_call>\nok", [("call", "get_weather", '{"days": 1}'), ("text", "ok")]),
+    "xml-hermes-json-inside": (XML, '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>',
+                               [("call", "f", '{"a": 1}')]),
     "markers-without-tools": ({}, '<tool_call>{"name": "f"}</tool_call>',
                               [("text", '<tool_call>{"name": "f"}</tool_call>')]),
     "mistral": ({"tools": MISTRAL},
@@ -144,6 +194,33 @@ def test_cut_off_and_repeat_flags():
     two = b'<tool_call>{"name": "f", "arguments": {}}</tool_call><tool_call>{"name": "f", "arguments": {}}'
     _, parser = run({"tools": HERMES}, [two + b"</tool_call>"])
     assert parser.repeating and parser.calls == 1
+
+
+def test_xml_calls_stream_parameter_by_parameter_and_flag_cuts():
+    events, parser = run(XML, [XML_WEATHER.encode()])
+    args = [ev.arguments for ev in events if isinstance(ev, ToolCallDelta)]
+    assert args == ["", '{"city": "Paris"', ', "days": 3', ', "metric": true', ', "unit": "celsius"', "}"]
+    assert parser.calls == 1 and not parser.cut
+    _, parser = run(XML, [XML_WEATHER[:90].encode()])
+    assert parser.cut and parser.calls == 1
+    _, parser = run(XML, [(XML_TIME * 2).encode()])
+    assert parser.repeating and parser.calls == 1
+
+
+@pytest.mark.parametrize("raw, schema, value", [
+    ("\n  two\n\nlines  \n", {"type": "string"}, "  two\n\nlines  "),  # exactly one newline each side
+    ("\n-12\n", {"type": "integer"}, -12), ("\n2.0\n", {"type": "integer"}, 2), ("\n2.5\n", {"type": "integer"}, "2.5"),
+    ("\n1e3\n", {"type": "number"}, 1000.0), ("\nNaN\n", {"type": "number"}, "NaN"),
+    ("\n007\n", {"type": "integer"}, 7), ("\n.5\n", {"type": "number"}, 0.5), ("\n1 2\n", {"type": "integer"}, "1 2"),
+    ("\nfalse\n", {"type": "boolean"}, False), ("\nTrue\n", {"type": "boolean"}, True),
+    ('\n{"a": [1]}\n', {"type": "object"}, {"a": [1]}), ("\n{'a': None}\n", {"type": "object"}, {"a": None}),
+    ("\n[1, 2]\n", {"type": "object"}, "[1, 2]"), ("\n{1, 2}\n", {"type": "array"}, "{1, 2}"),
+    ("\nNone\n", {"type": ["string", "null"]}, None), ("\n7\n", {"enum": [7, 8]}, 7),
+    ("\n7\n", {"enum": ["7", "8"]}, "7"), ("\n7\n", {"anyOf": [{"type": "integer"}, {"type": "null"}]}, 7),
+    ("\n7\n", None, 7), ("\nParis\n", None, "Paris"), ("\n[1]\n", {}, [1]),
+])
+def test_xml_values_are_typed_by_the_schema(raw, schema, value):
+    assert xml_value(raw, schema) == value and type(xml_value(raw, schema)) is type(value)
 
 
 def test_passthrough_once_plain_text_has_started():

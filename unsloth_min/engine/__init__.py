@@ -198,7 +198,7 @@ class Engine:
         calling = bool(req.tools) and req.tool_choice != "none"
         fmt = self.tool_format or HERMES
         parser = OutputParser(fmt if calling else None, self.think_format, thinking,
-                              req.parallel_tool_calls)
+                              req.parallel_tool_calls, {t.name: t.parameters for t in req.tools})
         prompt, media = self.build_prompt(req, text + prefill)
         return prompt, media, parser, build_grammar(req, fmt, self.think_format, thinking)
 

@@ -1,12 +1,15 @@
 """Which markers a model writes for thinking and tool calls, read from its chat template.
 
 Strategy: a chat template that teaches the model a tool-call format mentions that format's marker
-(`<tool_call>` Hermes/Qwen, `[TOOL_CALLS]` Mistral, `<|python_tag|>` or a `"parameters"` JSON
-example Llama 3.x), so `detect_tool_format` looks for the markers in the template source, most
-specific first. Such a template gets our tools and renders tool history itself. A template with
-no known format gets `prepare_messages`: the tools described in a system section in the Hermes
-format (the most widely trained one), earlier calls rewritten as `<tool_call>` text and tool
-results as `<tool_response>` user turns, so that any template can show them.
+(`<tool_call>` + `<function=` Qwen3-Coder XML, `<tool_call>` Hermes/Qwen JSON, `[TOOL_CALLS]`
+Mistral, `<|python_tag|>` or a `"parameters"` JSON example Llama 3.x), so `detect_tool_format`
+looks for the markers in the template source, most specific first (the Qwen3-Coder template holds
+both `<tool_call>` and `<function=`). Such a template gets our tools and renders tool history
+itself (Qwen3-Coder's iterates `arguments|items`: template.py hands it the arguments as a dict).
+A template with no known format, or one we cannot parse (Llama 3.1's `<function=name>{json}`
+without `<tool_call>`), gets `prepare_messages`: the tools described in a system section in the
+Hermes format (the most widely trained one), earlier calls rewritten as `<tool_call>` text and
+tool results as `<tool_response>` user turns, so that any template can show them.
 
 Does not: parse output (output.py) or build grammars (grammar.py); it only names the markers.
 """
@@ -26,6 +29,7 @@ class ToolFormat:
     args_key: str = "arguments"
     listed: bool = False    # calls written as one JSON array after `open` (Mistral)
     bare_json: bool = False  # a `{"name": …}` object at the start of the answer is a call (Llama 3)
+    xml: bool = False       # `<function=NAME><parameter=KEY>value</parameter>…</function>` (Qwen3-Coder)
 
 
 @dataclass(frozen=True)
@@ -37,21 +41,20 @@ class ThinkFormat:
 HERMES = ToolFormat("hermes", "<tool_call>", "</tool_call>")
 MISTRAL = ToolFormat("mistral", "[TOOL_CALLS]", listed=True)
 LLAMA3 = ToolFormat("llama3", "<|python_tag|>", args_key="parameters", bare_json=True)
+QWEN3_XML = ToolFormat("qwen3_xml", "<tool_call>", "</tool_call>", xml=True)
 
-# (marker in the template source, format); the first match wins.
-TOOL_MARKERS = (("[TOOL_CALLS]", MISTRAL), ("<tool_call>", HERMES),
-                ("<|python_tag|>", LLAMA3), ('"parameters": dictionary', LLAMA3))
-# Formats we cannot parse: their templates are treated as having no tool format.
-UNSUPPORTED_MARKERS = ("<function=",)  # Qwen3-Coder's XML calls
+# (markers all in the template source, format); the first match wins. None: a format we cannot
+# parse (Llama 3.1's `<function=name>{json}</function>`): the template counts as having none.
+TOOL_MARKERS = ((("<tool_call>", "<function="), QWEN3_XML), (("<function=",), None),
+                (("[TOOL_CALLS]",), MISTRAL), (("<tool_call>",), HERMES),
+                (("<|python_tag|>",), LLAMA3), (('"parameters": dictionary',), LLAMA3))
 THINK_FORMATS = (ThinkFormat("[THINK]", "[/THINK]"), ThinkFormat())
 
 
 def detect_tool_format(source: str) -> ToolFormat | None:
     """The template's own tool-call format, or None (we then describe tools ourselves)."""
-    if any(m in source for m in UNSUPPORTED_MARKERS):
-        return None
-    for marker, fmt in TOOL_MARKERS:
-        if marker in source:
+    for markers, fmt in TOOL_MARKERS:
+        if all(m in source for m in markers):
             return fmt
     return None
 

@@ -5,7 +5,13 @@ Strategy: each tool's JSON Schema goes through llama-cpp-python's own JSON-Schem
 lacks: integer `minimum`/`maximum` and JSON's own string characters); our rules wrap the
 arguments in the exact text the output parser reads (`<tool_call>{"name": "f", "arguments": …}
 </tool_call>` for Hermes, `[TOOL_CALLS][…]` for Mistral, `{"name": "f", "parameters": …}` for
-Llama 3), with one alternative per allowed name. The grammar ends where the calls (or the answer)
+Llama 3), with one alternative per allowed name. Qwen3-Coder's XML calls get their own rules
+(`xml_call`): `<function=f>\n`, then the schema's properties in its order as
+`<parameter=k>\nVALUE\n</parameter>\n` (the required ones present), then `</function>`; a VALUE
+is an enum's literals, raw text that cannot contain `</parameter>` for a string (or untyped)
+property, and the converter's JSON for the other types. A tool whose schema this cannot spell
+(not an object, a key no tag can hold, a property the converter fails on) gets free-form
+parameters and a warning; one without `properties` gets free-form parameters. The grammar ends where the calls (or the answer)
 end, so llama.cpp lets only end-of-generation follow.
   required / a named function → the whole answer is calls;
   auto                       → lazy: the grammar starts only once the model has written the
@@ -15,7 +21,9 @@ end, so llama.cpp lets only end-of-generation follow.
 Lazy triggers are regexes (read alike by llama.cpp's std::regex and Python's `re`, which watches
 them in constrain.py) that match only when the text written so far *ends inside* a known prefix
 of the grammar: llama.cpp replays that text into the grammar, and text it rejects would abort the
-process, so a trigger that is not sure does not fire (the call is then parsed without enforcement). A schema the converter cannot handle gets "any JSON object" arguments and a
+process, so a trigger that is not sure does not fire (the call is then parsed without enforcement). An XML call's trigger waits for
+`<tool_call>` + `<function=` (then a prefix of an allowed name), so a `<tool_call>` mentioned in
+prose stays prose. A schema the converter cannot handle gets "any JSON object" arguments and a
 warning; an answer schema it cannot handle gets no grammar.
 
 Does not: talk to llama.cpp (the scheduler builds the sampler), or parse output (output.py).
@@ -32,6 +40,7 @@ from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, SchemaConve
 
 from ..core import ChatRequest, Tool
 from .formats import ThinkFormat, ToolFormat
+from .output import FUNC, FUNC_END, PARAM, PARAM_END, XML_NAME, schema_types
 
 log = logging.getLogger("unsloth_min.engine")
 
@@ -65,7 +74,7 @@ def literal(text: str) -> str:
 
 
 def regex_escape(text: str) -> str:
-    return "".join("\\" + c if c in REGEX_SPECIAL else c for c in text)
+    return "".join("\\" + c if c in REGEX_SPECIAL else "\\n" if c == "\n" else c for c in text)
 
 
 def prefix_regex(parts: list) -> str:
@@ -78,6 +87,8 @@ def prefix_regex(parts: list) -> str:
 
 
 def call_preamble(fmt: ToolFormat) -> list:
+    if fmt.xml:
+        return [fmt.open, WS, FUNC]
     head = [fmt.open, WS] + (["[", WS] if fmt.listed else [])
     return head + ["{", WS, '"name"', WS, ":", WS, '"']
 
@@ -191,9 +202,70 @@ class Rules:
         return "\n".join(f"{k} ::= {v}" for k, v in sorted(self.rules.items()))
 
 
+# ---- Qwen3-Coder XML calls -----------------------------------------------------------------------
+TAG_END, VALUE_END = ">\n", "\n" + PARAM_END + "\n"  # `<function=f>⏎`, `⏎</parameter>⏎`
+
+
+def xml_text(rules: Rules) -> str:
+    """Raw text that never contains `</parameter>`: a matcher for that marker, one rule per state
+    (xml-tK: the text so far ends in the marker's first K characters), any state may end."""
+    m = PARAM_END  # `<` occurs only first in it: a mismatch restarts at `<` (xml-t1) or at nothing
+    for k, c in enumerate(m):
+        alts = ['"<" xml-t1', f"[^<{c}] xml-t0" if k else "[^<] xml-t0"]
+        if 0 < k < len(m) - 1:  # the marker's last character is the one never allowed
+            alts.insert(0, f"{literal(c)} xml-t{k + 1}")
+        rules.add(f"xml-t{k}", "( " + " | ".join(alts) + " )?")
+    return "xml-t0"
+
+
+def xml_value_rule(rules: Rules, schema, name: str) -> str | None:
+    values = schema.get("enum", [schema["const"]] if "const" in schema else None) \
+        if isinstance(schema, dict) else None
+    if isinstance(values, list) and values:  # written raw, as the parser reads them back
+        return "(" + " | ".join(literal(v if isinstance(v, str) else json.dumps(v)) for v in values) + ")"
+    kinds = schema_types(schema)
+    if not kinds or "string" in kinds:
+        return xml_text(rules)
+    return rules.schema(schema, name)  # JSON for a number, boolean, null, object or array
+
+
+def xml_params(rules: Rules, schema, i: int) -> str | None:
+    """The parameters of tool `i` in schema order; None: the schema cannot be spelled."""
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        return None
+    props, required = schema.get("properties"), schema.get("required") or []
+    if not isinstance(props, dict):
+        return xml_free(rules) if props is None else None
+    parts = []
+    for j, (key, sub) in enumerate(props.items()):
+        value = xml_value_rule(rules, sub, f"tool{i}-p{j}") if XML_NAME.fullmatch(key) and key else None
+        if value is None:
+            return None
+        one = f"{literal(PARAM + key + TAG_END)} {value} {literal(VALUE_END)}"
+        parts.append(one if key in required else f"( {one} )?")
+    return " ".join(parts) or '""'
+
+
+def xml_free(rules: Rules) -> str:
+    text = xml_text(rules)
+    return rules.add("xml-free", f'( {literal(PARAM)} [^<> \\t\\r\\n]{{1,128}} {literal(TAG_END)} {text} '
+                                 f'{literal(VALUE_END)} )*')
+
+
+def xml_call(rules: Rules, tool: Tool, i: int) -> str:
+    params = xml_params(rules, tool.parameters or {"type": "object"}, i)
+    if params is None:
+        log.warning("cannot build an XML call grammar for tool %r: its parameters are free-form", tool.name)
+        params = xml_free(rules)
+    return f"{literal(FUNC + tool.name + TAG_END)} {params} {literal(FUNC_END)}"
+
+
 def calls_rule(rules: Rules, tools: list[Tool], fmt: ToolFormat, parallel: bool) -> str:
     alts = []
     for i, tool in enumerate(tools):
+        if fmt.xml:
+            alts.append(rules.add(f"x-call{i}", xml_call(rules, tool, i)))
+            continue
         args = rules.schema(tool.parameters or {}, f"tool{i}-args") or rules.any_object()
         alts.append(rules.add(
             f"x-call{i}", f'"{{" x-ws "\\"name\\"" x-ws ":" x-ws {literal(json.dumps(tool.name))} '
@@ -241,10 +313,11 @@ def build_grammar(req: ChatRequest, fmt: ToolFormat, think: ThinkFormat,
     rules.add("root", f"({body}) x-ws")  # whitespace, then only end-of-generation
     if not lazy:
         return Grammar(rules.text())
-    return Grammar(rules.text(), lazy_triggers(fmt, think.close if thinking else None))
+    return Grammar(rules.text(), lazy_triggers(fmt, think.close if thinking else None,
+                                               [t.name for t in allowed_tools(req)]))
 
 
-def lazy_triggers(fmt: ToolFormat, after: str | None) -> tuple[str, ...]:
+def lazy_triggers(fmt: ToolFormat, after: str | None, names: list[str] = ()) -> tuple[str, ...]:
     """Auto mode: enforce once the model has begun a call.
 
     Every pattern matches at most a few dozen characters at the end of the text: libstdc++'s
@@ -253,6 +326,9 @@ def lazy_triggers(fmt: ToolFormat, after: str | None) -> tuple[str, ...]:
     marker written inside the thinking starts the grammar there.
     """
     preamble = call_preamble(fmt)
+    if fmt.xml:  # `<tool_call>` alone may be prose: wait for `<function=`, then an allowed name
+        names = "|".join(prefix_regex(["", name + ">\n"]) for name in names)
+        return (f"({regex_escape(fmt.open)}{WS_RE}{regex_escape(FUNC)}(?:{names}))$",)
     out = [f"({prefix_regex(preamble)})$"]
     if fmt.bare_json:  # a bare `{"name": …` only at the start of the answer
         bare = prefix_regex(preamble[preamble.index("{"):])

@@ -11,16 +11,27 @@ non-streaming answers both come out of it, so they cannot disagree. It is a smal
          `{"name": "…", "arguments":` has arrived the call is announced (id + name) and its
          arguments stream as JSON text fragments
   after  between calls: the closing marker, separators
+Qwen3-Coder's XML calls (`<tool_call><function=NAME><parameter=KEY>\nvalue\n</parameter>…
+</function></tool_call>`) take two more states after `open` has seen `<function=`:
+  fname  the function's name, up to `>`: then the call is announced (id + name)
+  xml    the body: each parameter is read whole (its value is raw text up to the first
+         `</parameter>`) and converted by the type its tool's JSON schema gives it (`xml_value`),
+         then the first call streams it as the next piece of a JSON object; `</function>` (or
+         `</tool_call>`) ends the call
 Text that might be the start of a marker is held back until it cannot be; a call that turns out
-not to be one (no `{`, no name) is given back as text. Nothing here raises on malformed or cut-off
-JSON: a cut-off call keeps the arguments it had.
+not to be one (no `{`, no name; no `<function=NAME>`) is given back as text. Nothing here raises
+on malformed or cut-off JSON: a cut-off call keeps the arguments it had (an XML one closes its
+object, with the cut parameter's text so far).
 
 Does not: decode tokens (textstream.py), check arguments against the schema (the grammar enforces
-them when it is asked to), or choose the format (formats.py).
+them when it is asked to; the schema only picks an XML value's type), or choose the format
+(formats.py).
 """
 from __future__ import annotations
 
+import ast
 import json
+import math
 import re
 
 from ..core import ReasoningDelta, TextDelta, ToolCallDelta, new_id
@@ -31,6 +42,10 @@ WS = " \t\r\n"
 HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
 HEAD_LIMIT = 512  # chars of a call object within which a streamable head must appear
 NAME_KEY = '"name"'
+FUNC, FUNC_END = "<function=", "</function>"  # Qwen3-Coder XML
+PARAM, PARAM_END = "<parameter=", "</parameter>"
+XML_NAME = re.compile(r"[^\s<>]{0,256}")  # a function or parameter name (an over-long one is none)
+LITERAL_LIMIT = 65536  # Python-literal fallback for object/array values: only for short text
 
 
 def partial_suffix(text: str, marker: str) -> int:
@@ -62,10 +77,108 @@ def call_key(call: tuple[str, str]) -> tuple[str, str]:
         return call
 
 
+# ---- XML parameter values: raw text → JSON value, by the parameter's schema type --------------------
+def json_type(value) -> str:
+    for kind, types in (("boolean", bool), ("integer", int), ("number", float), ("string", str),
+                        ("array", list), ("object", dict)):
+        if isinstance(value, types):
+            return kind
+    return "null"
+
+
+def schema_types(schema) -> set:
+    """The JSON types a parameter's schema allows; empty: any (or it does not say)."""
+    if not isinstance(schema, dict):
+        return set()
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {kind}
+    if isinstance(kind, list):
+        return {k for k in kind if isinstance(k, str)}
+    values = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    if isinstance(values, list) and values:
+        return {json_type(v) for v in values}
+    out: set = set()
+    for sub in (schema.get("anyOf") or []) + (schema.get("oneOf") or []):
+        kinds = schema_types(sub)
+        if not kinds:
+            return set()
+        out |= kinds
+    return out
+
+
+def _number(text: str, integer: bool):
+    try:
+        value = json.loads(text)
+    except ValueError:  # what Python reads (`007`, `+5`, `.5`), as the reference parsers do
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    if integer and isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return value
+
+
+def _container(text: str, kind: type):
+    """JSON text, or a Python literal (`{'a': True}`) as the template's `|string` writes one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        if len(text) > LITERAL_LIMIT or not text.startswith(("{", "[")):
+            return None
+        try:
+            value = ast.literal_eval(text)
+            json.dumps(value)
+        except Exception:  # not a literal, or one JSON cannot hold (a set, bytes, …)
+            return None
+    return value if isinstance(value, kind) else None
+
+
+PARSERS = (  # tried in this order for the types a schema allows; None: does not parse as that
+    ("null", lambda t: () if t in ("null", "None") else None),
+    ("boolean", lambda t: (t.lower() == "true",) if t.lower() in ("true", "false") else None),
+    ("integer", lambda t: (v,) if (v := _number(t, True)) is not None else None),
+    ("number", lambda t: (v,) if (v := _number(t, False)) is not None else None),
+    ("object", lambda t: (v,) if (v := _container(t, dict)) is not None else None),
+    ("array", lambda t: (v,) if (v := _container(t, list)) is not None else None),
+)
+
+
+def xml_value(raw: str, schema) -> object:
+    """A parameter's value as llama.cpp's and vLLM's Qwen3-Coder parsers read it: a string is the
+    raw text less one leading and one trailing newline; a number, boolean, null, object or array
+    is parsed from that text (objects/arrays also as Python literals); what does not parse as any
+    type the schema allows stays a string. No schema (an unknown key): any type that parses."""
+    text = raw[1:] if raw.startswith("\n") else raw
+    text = text[:-1] if text.endswith("\n") else text
+    kinds = schema_types(schema)
+    if kinds == {"string"}:
+        return text
+    bare = text.strip(WS)
+    for kind, parse in PARSERS:
+        if not kinds or kind in kinds:
+            got = parse(bare)
+            if got is not None:
+                return got[0] if got else None
+    return text
+
+
+def property_schema(parameters, key: str):
+    props = parameters.get("properties") if isinstance(parameters, dict) else None
+    return props.get(key) if isinstance(props, dict) else None
+
+
 class OutputParser:
     def __init__(self, tools: ToolFormat | None = None, think: ThinkFormat = ThinkFormat(),
-                 thinking: bool = False, parallel: bool = True):
+                 thinking: bool = False, parallel: bool = True, schemas: dict | None = None):
         self.fmt, self.think, self.parallel = tools, think, parallel
+        self.schemas = schemas or {}  # tool name → parameters schema (types XML values)
         self.markers = (tools.open,) if tools else ()
         self.state = "think" if thinking else "text"
         self.buf = ""            # text received and not yet given out
@@ -106,6 +219,10 @@ class OutputParser:
             self._say(self.raw + buf)
         elif state == "call":
             self._end_call(complete=False)
+        elif state == "fname" and not self.calls:  # no name yet: it was text
+            self._say(self.raw + buf)
+        elif state == "xml":
+            self._end_xml(complete=False)
         self.buf = ""
         return self.out
 
@@ -185,6 +302,11 @@ class OutputParser:
         self.raw += self.buf[:len(self.buf) - len(s)]
         self.buf = s
         if not s:
+            return False
+        if self.fmt.xml and s.startswith(FUNC):
+            self.raw, self.buf, self.state = self.raw + FUNC, s[len(FUNC):], "fname"
+            return True
+        if self.fmt.xml and FUNC.startswith(s):
             return False
         if self.fmt.listed and not self.in_list and s[0] == "[":
             self.in_list, self.raw, self.buf = True, self.raw + "[", s[1:]
@@ -307,6 +429,80 @@ class OutputParser:
         args = obj.get(self.fmt.args_key, obj.get("arguments", obj.get("parameters", {})))
         return obj["name"], args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
 
+    # ---- Qwen3-Coder XML calls ---------------------------------------------------------------------
+    def _in_fname(self) -> bool:
+        buf = self.buf
+        end = buf.find(">")
+        name = buf if end == -1 else buf[:end]
+        if not XML_NAME.fullmatch(name) or end == 0:  # not a name: the marker was text
+            self._after_calls(self.raw)
+            return True
+        if end == -1:
+            return False
+        self.buf, self.raw = buf[end + 1:], ""
+        self.state, self.name, self.key, self.pieces, self.index = "xml", name, None, [], None
+        if not self.calls:  # the first call streams; later ones come out whole (see _end_xml)
+            self._announce(name)
+        return True
+
+    def _in_xml(self) -> bool:
+        if self.key is not None:
+            return self._in_value()
+        s = self.buf = self.buf.lstrip(WS)
+        if s.startswith(PARAM):
+            end = s.find(">")
+            key = s[len(PARAM):] if end == -1 else s[len(PARAM):end]
+            if XML_NAME.fullmatch(key):
+                if end == -1:
+                    return False
+                self.key, self.buf, self.scanned = key, s[end + 1:], 0
+                return True
+        elif s.startswith(FUNC_END) or s.startswith(self.fmt.close):  # (`</tool_call>`: lenient)
+            if s.startswith(FUNC_END):
+                self.buf = s[len(FUNC_END):]
+            self._end_xml(complete=True)
+            return True
+        elif not s or any(m.startswith(s) for m in (PARAM, FUNC_END, self.fmt.close)):
+            return False
+        nxt = s.find("<", 1)  # anything else inside the call is skipped, up to the next tag
+        self.buf = s[nxt:] if nxt != -1 else ""
+        return bool(self.buf)
+
+    def _in_value(self) -> bool:
+        buf = self.buf
+        end = buf.find(PARAM_END, self.scanned)
+        if end == -1:
+            self.scanned = max(0, len(buf) - len(PARAM_END) + 1)
+            return False
+        self._param(buf[:end])
+        self.buf = buf[end + len(PARAM_END):]
+        return True
+
+    def _param(self, raw: str) -> None:
+        value = xml_value(raw, property_schema(self.schemas.get(self.name), self.key))
+        piece = ("{" if not self.pieces else ", ") + json.dumps(self.key, ensure_ascii=False) + ": " \
+            + json.dumps(value, ensure_ascii=False)
+        self.pieces.append(piece)
+        self.key = None
+        if self.index is not None:
+            self.out.append(ToolCallDelta(self.index, arguments=piece))
+
+    def _end_xml(self, complete: bool) -> None:
+        """`</function>` (or the end of generation inside the call)."""
+        if self.index is None and not complete:  # a later call, cut off: dropped
+            return
+        if not complete and self.key is not None:  # the cut parameter keeps what it had
+            self._param(self.buf[:len(self.buf) - partial_suffix(self.buf, PARAM_END)])
+        tail = "}" if self.pieces else "{}"
+        call = (self.name, "".join(self.pieces) + tail)
+        if self.index is not None:  # the streamed first call
+            self.out.append(ToolCallDelta(self.index, arguments=tail))
+            self.cut = not complete
+        else:
+            self._emit_whole(call)
+        self.seen.add(call_key(call))
+        self.raw, self.state = "", "after"
+
     def _in_after(self) -> bool:
         s = self.buf.lstrip(WS)
         self.buf = s
@@ -341,4 +537,4 @@ class OutputParser:
         self.fresh, self.strip = not give_back, not give_back
 
     STATES = {"think": _in_think, "text": _in_text, "open": _in_open, "call": _in_call,
-              "after": _in_after}
+              "after": _in_after, "fname": _in_fname, "xml": _in_xml}
