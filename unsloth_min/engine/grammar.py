@@ -40,7 +40,7 @@ from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, SchemaConve
 
 from ..core import ChatRequest, Tool
 from .formats import ThinkFormat, ToolFormat
-from .output import FUNC, FUNC_END, PARAM, PARAM_END, XML_NAME
+from .xmlcalls import FUNC, FUNC_END, PARAM, PARAM_END, XML_NAME
 from .xmlvalues import schema_types
 
 log = logging.getLogger("unsloth_min.engine")
