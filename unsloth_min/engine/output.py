@@ -7,16 +7,19 @@ non-streaming answers both come out of it, so they cannot disagree. It is a smal
          `[TOOL_CALLS]`, `<|python_tag|>`); `<think>` counts only at the very start, and so does
          a bare `{"name": …` object for Llama 3
   open   after a marker, before the call's `{` (or Mistral's `[`)
+  named  Mistral v11+: `NAME[ARGS]` (or `NAME[CALL_ID]ID[ARGS]`, the id ignored) after the marker;
+         once the arguments' `{` follows, the call is announced and `call` reads that object
   call   inside one call object: a string/depth scanner finds where the object ends; once
          `{"name": "…", "arguments":` has arrived the call is announced (id + name) and its
          arguments stream as JSON text fragments
+         (a `named` call's object is its arguments, streamed whole)
   after  between calls: the closing marker, separators
 Qwen3-Coder's XML calls take two more states after `open` has seen `<function=` (`fname`, `xml`:
 xmlcalls.py, a mixin of this parser).
 Text that might be the start of a marker is held back until it cannot be; a call that turns out
-not to be one (no `{`, no name; no `<function=NAME>`) is given back as text. Nothing here raises
-on malformed or cut-off JSON: a cut-off call keeps the arguments it had (an XML one closes its
-object, with the cut parameter's text so far).
+not to be one (no `{`, no name; no `NAME[ARGS]{`; no `<function=NAME>`) is given back as text.
+Nothing here raises on malformed or cut-off JSON: a cut-off call keeps the arguments it had (an
+XML one closes its object, with the cut parameter's text so far).
 
 Does not: decode tokens (textstream.py), check arguments against the schema (the grammar enforces
 them when it is asked to; the schema only picks an XML value's type), or choose the format
@@ -28,7 +31,7 @@ import json
 import re
 
 from ..core import ReasoningDelta, TextDelta, ToolCallDelta, new_id
-from .formats import ThinkFormat, ToolFormat
+from .formats import ARGS, CALL_ID, ThinkFormat, ToolFormat
 from .textstream import partial_suffix
 from .xmlcalls import FUNC, XmlCalls
 
@@ -37,6 +40,10 @@ WS = " \t\r\n"
 HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
 HEAD_LIMIT = 512  # chars of a call object within which a streamable head must appear
 NAME_KEY = '"name"'
+NAME_CHARS = r"[^\s\[\]{}()<>\"',;]"  # Mistral v11+: a call's name before `[ARGS]`
+NAME_RUN, ID_RUN = re.compile(NAME_CHARS + "{0,256}"), re.compile(r"[^\s\[\]]{0,64}")
+NAMED_HEAD = re.compile(  # `NAME[ARGS]` or `NAME[CALL_ID]ID[ARGS]`
+    rf"({NAME_CHARS}{{1,256}})(?:{re.escape(CALL_ID)}{ID_RUN.pattern})?{re.escape(ARGS)}")
 
 
 def maybe_bare_call(s: str) -> bool | None:
@@ -48,6 +55,20 @@ def maybe_bare_call(s: str) -> bool | None:
         return False
     rest = rest[len(NAME_KEY):].lstrip(WS)
     return None if not rest else rest[0] == ":"
+
+
+def named_prefix(s: str) -> bool:
+    """Mistral v11+: can `s` (no whole `NAME[ARGS]` yet) still grow into one?"""
+    name = NAME_RUN.match(s).end()
+    rest = s[name:]
+    if not rest or not name:
+        return not rest
+    if ARGS.startswith(rest) or CALL_ID.startswith(rest):
+        return True
+    if not rest.startswith(CALL_ID):
+        return False
+    rest = rest[len(CALL_ID):]
+    return ARGS.startswith(rest[ID_RUN.match(rest).end():])
 
 
 def call_key(call: tuple[str, str]) -> tuple[str, str]:
@@ -103,7 +124,7 @@ class OutputParser(XmlCalls):
             self._say(self.raw + buf)
         elif state == "call":
             self._end_call(complete=False)
-        elif state == "fname" and not self.calls:  # no name yet: it was text
+        elif state in ("fname", "named") and not self.calls:  # no name yet: it was text
             self._say(self.raw + buf)
         elif state == "xml":
             self._end_xml(complete=False)
@@ -187,6 +208,9 @@ class OutputParser(XmlCalls):
         self.buf = s
         if not s:
             return False
+        if self.fmt.named and s[0] != "{":  # (a `{"name": …}` object is read too: lenient)
+            self.state = "named"
+            return True
         if self.fmt.xml and s.startswith(FUNC):
             self.raw, self.buf, self.state = self.raw + FUNC, s[len(FUNC):], "fname"
             return True
@@ -205,7 +229,23 @@ class OutputParser(XmlCalls):
         self.state, self.obj, self.stops = "call", "", []
         self.depth, self.in_str, self.esc = 0, False, False
         self.head = self.sent = -1  # where the arguments start / how far they were given out
-        self.index = None
+        self.index, self.whole = None, False  # whole: the object is the arguments (named calls)
+
+    def _in_named(self) -> bool:
+        buf = self.buf
+        m = NAMED_HEAD.match(buf)
+        rest = buf[m.end():].lstrip(WS) if m else ""
+        if (not rest and (m or named_prefix(buf))) and len(buf) < HEAD_LIMIT:
+            return False  # not sure yet
+        if not rest.startswith("{"):  # not a call: the marker was text
+            self._after_calls(self.raw)
+            return True
+        self.raw, self.buf = self.raw + buf[:len(buf) - len(rest)], rest
+        self._start_call()
+        self.name, self.head, self.sent, self.whole = m.group(1), 0, 0, True
+        if not self.calls:  # the first call streams; later ones come out whole (see _end_call)
+            self._announce(self.name)
+        return True
 
     def _in_call(self) -> bool:
         buf = self.buf
@@ -266,6 +306,8 @@ class OutputParser(XmlCalls):
         self.out.append(ToolCallDelta(self.index, new_id("call_"), name, ""))
 
     def _args_end(self) -> int:
+        if self.whole:
+            return len(self.obj)
         return next((p for p in self.stops if p >= self.head), len(self.obj))
 
     def _send_args(self) -> None:
@@ -350,5 +392,5 @@ class OutputParser(XmlCalls):
         self.state, self.raw, self.in_list = "text", "", False
         self.fresh, self.strip = not give_back, not give_back
 
-    STATES = {"think": _in_think, "text": _in_text, "open": _in_open, "call": _in_call,
+    STATES = {"think": _in_think, "text": _in_text, "open": _in_open, "call": _in_call, "named": _in_named,
               "after": _in_after, "fname": XmlCalls._in_fname, "xml": XmlCalls._in_xml}
