@@ -300,3 +300,66 @@ def test_qwen3_coder_forced_calls_parse_with_typed_arguments(xml_engine, choice)
         validate(json.loads(args), {"get_time": TIME, "set_alarm": ALARM, "get_weather": WEATHER}[name])
     if choice["tool_choice"] == "function":
         assert {name for name, _ in calls.values()} == {"set_alarm"}
+
+
+# ---- Mistral v11+ calls ([TOOL_CALLS]NAME[ARGS]{…}), in process --------------------------------------
+MISTRAL_V11_TEMPLATE = """\
+{{- bos_token }}
+{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}
+{%- for m in messages %}
+{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]
+{%- elif m.role == 'assistant' and m.tool_calls %}
+{%- for tc in m.tool_calls %}[TOOL_CALLS]{{ tc.function.name }}[ARGS]{{ tc.function.arguments | tojson }}{% endfor %}
+{{- eos_token }}
+{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]
+{%- else %}{{ m.content }}{{ eos_token }}
+{%- endif %}
+{%- endfor %}
+"""
+
+
+@pytest.fixture(scope="module")
+def mistral_engine():
+    from unsloth_min.core import Sampling
+    from unsloth_min.engine import Engine, EngineOptions, embedded_model_path
+    from unsloth_min.engine.model import ModelParams
+
+    path = embedded_model_path()
+    engine = Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=2048, n_parallel=1), Sampling(),
+                                  chat_template=MISTRAL_V11_TEMPLATE))
+    yield engine
+    engine.close()
+
+
+def test_mistral_v11_template_shows_tools_and_history_calls(mistral_engine):
+    from unsloth_min.engine.formats import MISTRAL_ARGS
+
+    assert mistral_engine.tool_format == MISTRAL_ARGS
+    prompt = mistral_engine.render(xml_request())
+    assert prompt.count("[AVAILABLE_TOOLS]") == 1 and '"name": "set_alarm"' in prompt
+    assert '[TOOL_CALLS]set_alarm[ARGS]{"hour": 7, "loud": true}' in prompt  # from the arguments dict
+    assert prompt.endswith("[TOOL_RESULTS]alarm set[/TOOL_RESULTS]")
+
+
+@pytest.mark.parametrize("choice", [dict(tool_choice="required"),
+                                    dict(tool_choice="function", tool_name="get_weather")])
+def test_mistral_v11_forced_calls_parse_with_valid_arguments(mistral_engine, choice):
+    import asyncio
+
+    from unsloth_min.core import Finish, ToolCallDelta
+
+    async def collect():
+        return [ev async for ev in mistral_engine.generate(xml_request(**choice))]
+
+    events = asyncio.run(collect())
+    calls: dict = {}
+    for ev in events:
+        if isinstance(ev, ToolCallDelta):
+            name, args = calls.get(ev.index, (ev.name, ""))
+            calls[ev.index] = (name, args + ev.arguments)
+    assert isinstance(events[-1], Finish) and events[-1].reason == "tool_calls", events
+    assert calls
+    for name, args in calls.values():
+        validate(json.loads(args), {"get_time": TIME, "set_alarm": ALARM, "get_weather": WEATHER}[name])
+    if choice["tool_choice"] == "function":
+        assert {name for name, _ in calls.values()} == {"get_weather"}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from unsloth_min.core import ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult
-from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, QWEN3_XML, ThinkFormat, detect_think_format,
-                                        detect_tool_format, prepare_messages, starts_thinking)
+from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat,
+                                        detect_think_format, detect_tool_format, prepare_messages,
+                                        starts_thinking)
 from unsloth_min.engine.template import CHATML, ChatTemplate, TemplateError
 from unsloth_min.engine.textstream import TextStream
 
@@ -93,6 +94,8 @@ def test_template_raise_exception_is_a_400():
 @pytest.mark.parametrize("source, expected", [
     ("{{ '<tool_call>\\n' + tool_call | tojson + '\\n</tool_call>' }}", HERMES),  # Qwen / Hermes
     ("{{ '[TOOL_CALLS]' + tool_calls | tojson }}", MISTRAL),
+    ("{{ '[TOOL_CALLS]' + tc.function.name + '[ARGS]' + tc.function.arguments | tojson }}", MISTRAL_ARGS),
+    ("[AVAILABLE_TOOLS]…[TOOL_CALLS]{{ name }}[CALL_ID]{{ id }}[ARGS]{{ args }}", MISTRAL_ARGS),  # v11+
     ("{{ '<|python_tag|>' + tool_call.name }}", LLAMA3),
     ('Respond in the format {"name": function name, "parameters": dictionary of argument name', LLAMA3),
     ("{{- '\\n<tool_call>\\n<function=' + tool_call.name + '>\\n' }}", QWEN3_XML),  # Qwen3-Coder
@@ -103,6 +106,23 @@ def test_template_raise_exception_is_a_400():
 ])
 def test_tool_format_is_read_from_the_template(source, expected):
     assert detect_tool_format(source) == expected
+
+
+def test_control_token_markers_reach_the_parser_as_text():
+    """`[TOOL_CALLS]`, `[ARGS]`, `[CALL_ID]`, `[THINK]` are control tokens in Mistral v11+ vocabularies:
+    the engine has them detokenized as text; a marker that is no single control token is not listed."""
+    from types import SimpleNamespace
+
+    from unsloth_min.engine import Engine
+
+    ids = {"[TOOL_CALLS]": 5, "[ARGS]": 6, "[CALL_ID]": 7, "[THINK]": 8, "[/THINK]": 9}
+    model = SimpleNamespace(tokenize=lambda text, special: [ids[text]] if text in ids else [1, 2],
+                            piece=lambda token: b"")
+    engine = SimpleNamespace(tool_format=MISTRAL_ARGS, think_format=ThinkFormat("[THINK]", "[/THINK]"),
+                             model=model)
+    assert Engine._marker_tokens(engine) == {5, 6, 7, 8, 9}
+    engine.tool_format = MISTRAL
+    assert Engine._marker_tokens(engine) == {5, 8, 9}
 
 
 def test_think_format_and_start_state():

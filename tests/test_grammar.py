@@ -19,7 +19,7 @@ from unsloth_min.core import ChatRequest, Tool
 from unsloth_min.engine import embedded_model_path
 from unsloth_min.engine.constrain import WINDOW, Candidates, Constraint, grammar_sampler
 from unsloth_min.engine.model import _init_backend
-from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, QWEN3_XML, ThinkFormat
+from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat
 from unsloth_min.engine.grammar import build_grammar
 
 pytestmark = pytest.mark.model
@@ -219,7 +219,7 @@ def test_unsupported_schema_degrades_with_a_warning(vocab, caplog):
         assert grammar("none", tools=(), response_schema={"type": "no-such-type"}) is None
 
 
-@pytest.mark.parametrize("fmt", [HERMES, MISTRAL, LLAMA3, QWEN3_XML])
+@pytest.mark.parametrize("fmt", [HERMES, MISTRAL, MISTRAL_ARGS, LLAMA3, QWEN3_XML])
 @pytest.mark.parametrize("choice", ["auto", "required", "function"])
 @pytest.mark.parametrize("thinking", [False, True])
 def test_every_combination_is_accepted_by_llama_cpp(vocab, fmt, choice, thinking):
@@ -232,6 +232,7 @@ def test_every_combination_is_accepted_by_llama_cpp(vocab, fmt, choice, thinking
 @pytest.mark.parametrize("fmt, call", [
     (HERMES, HERMES_CALL),
     (MISTRAL, '[TOOL_CALLS][{"name": "get_weather", "arguments": ' + GOOD + '}]'),
+    (MISTRAL_ARGS, "[TOOL_CALLS]get_weather[ARGS]" + GOOD),
     (QWEN3_XML, "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
                 "<parameter=unit>\ncelsius\n</parameter>\n</function>\n</tool_call>"),
 ])
@@ -348,3 +349,57 @@ def test_xml_unexpressible_schema_gets_free_parameters_with_a_warning(vocab, cap
     assert vocab.walk(g, xml_call("odd", x="anything", y="[1]")) == "ok"
     assert vocab.walk(g, xml_call("loose", a="1", b="multi\nline <b>")) == "ok"
     assert vocab.walk(g, xml_call("loose", a="x</parameter>y")).startswith("refused")
+
+
+# ---- Mistral v11+: [TOOL_CALLS]NAME[ARGS]{…} -----------------------------------------------------
+MA_CALL, MA_TIME = "[TOOL_CALLS]get_weather[ARGS]" + GOOD, "[TOOL_CALLS]get_time[ARGS]{}"
+
+
+def test_mistral_args_required_named_and_parallel(vocab):
+    g = grammar(fmt=MISTRAL_ARGS)
+    assert not g.lazy
+    for ok in (MA_CALL, MA_CALL + "\n", MA_TIME, MA_CALL + MA_TIME, MA_TIME + "\n" + MA_CALL):
+        assert vocab.walk(g, ok) == "ok", ok
+    assert vocab.walk(g, MA_CALL[:-3]) == "no end allowed"
+    assert vocab.walk(g, MA_CALL + "\nThanks").startswith("refused")
+    assert vocab.walk(grammar(fmt=MISTRAL_ARGS, parallel_tool_calls=False), MA_CALL + MA_TIME).startswith("refused")
+    named = grammar("function", fmt=MISTRAL_ARGS, tool_name="get_time")
+    assert vocab.walk(named, MA_TIME) == "ok"
+    assert vocab.walk(named, MA_CALL).startswith("refused")
+
+
+@pytest.mark.parametrize("bad", [
+    MA_CALL.replace("celsius", "kelvin"),
+    '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}',  # a required key missing
+    "[TOOL_CALLS]get_wether[ARGS]" + GOOD,
+    "[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]" + GOOD,  # read, never generated
+    "[TOOL_CALLS] get_weather[ARGS]" + GOOD,
+    '[TOOL_CALLS][{"name": "get_weather", "arguments": ' + GOOD + '}]',  # the older format
+    "The weather is nice.",
+])
+def test_mistral_args_required_refuses_what_breaks_the_schema(vocab, bad):
+    assert vocab.walk(grammar(fmt=MISTRAL_ARGS), bad).startswith("refused")
+
+
+def test_mistral_args_auto_waits_for_an_allowed_name(vocab):
+    g = grammar("auto", fmt=MISTRAL_ARGS)
+    assert g.lazy
+    assert vocab.walk(g, "Calls begin with [TOOL_CALLS] then a name, as in [TOOL_CALLS]foo[ARGS]{x}.") == "ok"
+    assert vocab.walk(g, "Let me check.\n" + MA_CALL) == "ok"
+    assert vocab.walk(g, "Let me check.\n" + MA_CALL + MA_TIME) == "ok"
+    assert vocab.walk(g, "Let me check.\n" + MA_CALL.replace("celsius", "kelvin")).startswith("refused")
+    result, c = vocab.walk_watched(g, "Use [TOOL_CALLS] markers. " * 30)
+    assert result == "ok" and c.waiting
+    assert vocab.walk_watched(g, "x " * 100 + MA_CALL.replace("celsius", "kelvin"))[0].startswith("refused")
+    named = grammar("auto", fmt=MISTRAL_ARGS, tools=(TIME,))
+    assert vocab.walk(named, "See [TOOL_CALLS]lookup[ARGS]{oops}") == "ok"  # not an allowed name
+    assert vocab.walk(named, "See [TOOL_CALLS]get_weather[ARGS]{}").startswith("refused")  # get_ was
+
+
+def test_mistral_args_thinking_comes_first_then_the_grammar(vocab):
+    g = grammar(fmt=MISTRAL_ARGS, thinking=True)
+    assert vocab.walk(g, "I think [TOOL_CALLS]x {y}</think>\n\n" + MA_CALL) == "ok"
+    assert vocab.walk(g, "hmm</think>\n" + MA_CALL.replace("celsius", "kelvin")).startswith("refused")
+    auto = grammar("auto", fmt=MISTRAL_ARGS, thinking=True)
+    assert vocab.walk(auto, "no call</think>\nPlain answer.") == "ok"
+    assert vocab.walk(auto, "hmm</think>\n" + MA_CALL.replace("celsius", "kelvin")).startswith("refused")

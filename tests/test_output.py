@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unsloth_min.core import ReasoningDelta, TextDelta, ToolCallDelta
-from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, QWEN3_XML, ThinkFormat
+from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat
 from unsloth_min.engine.output import OutputParser
 from unsloth_min.engine.xmlvalues import xml_value
 from unsloth_min.engine.textstream import TextStream
@@ -42,6 +42,9 @@ XML_WRITE = ("<tool_call>\n<function=write>\n<parameter=code>\n" + CODE + "\n</p
 XML_WRITE_ARGS = json.dumps({"code": CODE, "opts": {"mode": "w", "nested": {"deep": [1, 2.5, None]}},
                              "tags": ["a", "b"], "ratio": None, "id": "007", "extra": 42})
 XML_TIME = "<tool_call>\n<function=get_time>\n</function>\n</tool_call>"
+# Mistral v11+ (Small 3.1+, Devstral, Magistral): `[TOOL_CALLS]NAME[ARGS]{…}` per call
+MA = {"tools": MISTRAL_ARGS}
+MA_WEATHER, MA_TIME = "[TOOL_CALLS]get_weather[ARGS]" + WEATHER, "[TOOL_CALLS]get_time[ARGS]{}"
 
 CASES = {
     "plain": ({}, "Hello <b>world</b> 🙂", [("text", "Hello <b>world</b> 🙂")]),
@@ -120,6 +123,31 @@ CASES = {
                 [("call", "f", '{"a": 1}'), ("call", "g", TRICKY)]),
     "mistral-text-first": ({"tools": MISTRAL}, 'OK [TOOL_CALLS][{"name": "f", "arguments": {}}]',
                            [("text", "OK "), ("call", "f", "{}")]),
+    "mistral-args": (MA, "Let me check.\n" + MA_WEATHER + "[TOOL_CALLS]write[ARGS]" + TRICKY + "\n" + MA_TIME,
+                     [("text", "Let me check.\n"), ("call", "get_weather", WEATHER), ("call", "write", TRICKY),
+                      ("call", "get_time", "{}")]),
+    "mistral-args-call-id": (MA, "[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS] " + WEATHER + MA_TIME,
+                             [("call", "get_weather", WEATHER), ("call", "get_time", "{}")]),
+    "mistral-args-after-thinking": ({**MA, "think": ThinkFormat("[THINK]", "[/THINK]")},
+                                    "[THINK]I need [TOOL_CALLS] weather.[/THINK]\n" + MA_WEATHER,
+                                    [("reasoning", "I need [TOOL_CALLS] weather."), ("call", "get_weather", WEATHER)]),
+    "mistral-args-text-after-call": (MA, MA_TIME + "\n\nDone.", [("call", "get_time", "{}"), ("text", "Done.")]),
+    "mistral-args-not-a-call": (MA, "Use [TOOL_CALLS] to call, e.g. [TOOL_CALLS]f {x} or [TOOL_CALLS][ARGS]{}.",
+                                [("text", "Use [TOOL_CALLS] to call, e.g. [TOOL_CALLS]f {x} or [TOOL_CALLS][ARGS]{}.")]),
+    "mistral-args-no-object": (MA, "[TOOL_CALLS]f[ARGS] oops [TOOL_CALLS]g[CALL_ID]x y[ARGS]{}",
+                               [("text", "[TOOL_CALLS]f[ARGS] oops [TOOL_CALLS]g[CALL_ID]x y[ARGS]{}")]),
+    "mistral-args-old-list-is-text": (MA, '[TOOL_CALLS][{"name": "f", "arguments": {}}]',
+                                      [("text", '[TOOL_CALLS][{"name": "f", "arguments": {}}]')]),
+    "mistral-args-json-object": (MA, '[TOOL_CALLS]{"name": "f", "arguments": {"a": 1}}', [("call", "f", '{"a": 1}')]),
+    "mistral-args-partial-marker": (MA, "a [TOOL_CA", [("text", "a [TOOL_CA")]),
+    "mistral-args-cut-before-args": (MA, "[TOOL_CALLS]get_weather[AR", [("text", "[TOOL_CALLS]get_weather[AR")]),
+    "mistral-args-cut-off": (MA, '[TOOL_CALLS]write[ARGS]{"code": "a {", "n": [1, ',
+                             [("call", "write", '{"code": "a {", "n": [1,')]),
+    "mistral-args-later-call-cut-off": (MA, MA_TIME + MA_WEATHER[:40], [("call", "get_time", "{}")]),
+    "mistral-args-later-name-cut-off": (MA, MA_TIME + "[TOOL_CALLS]get_wea", [("call", "get_time", "{}")]),
+    "mistral-args-one-call-only": ({**MA, "parallel": False}, MA_TIME + MA_WEATHER, [("call", "get_time", "{}")]),
+    "mistral-args-repeat-dropped": (MA, MA_WEATHER + "\n" + MA_WEATHER.replace(", ", ","),
+                                    [("call", "get_weather", WEATHER)]),
     "llama3-bare": ({"tools": LLAMA3}, ' {"name": "f", "parameters": {"a": "x"}}', [("call", "f", '{"a": "x"}')]),
     "llama3-python-tag": ({"tools": LLAMA3}, 'Sure.<|python_tag|>{"name": "f", "parameters": {}}; '
                                              '{"name": "g", "parameters": {"b": 2}}',
@@ -222,6 +250,17 @@ def test_xml_calls_stream_parameter_by_parameter_and_flag_cuts():
 ])
 def test_xml_values_are_typed_by_the_schema(raw, schema, value):
     assert xml_value(raw, schema) == value and type(xml_value(raw, schema)) is type(value)
+
+
+def test_mistral_args_stream_as_they_arrive_and_flag_cuts_and_repeats():
+    events, parser = run(MA, [MA_WEATHER[i:i + 3].encode() for i in range(0, len(MA_WEATHER), 3)])
+    args = [ev.arguments for ev in events if isinstance(ev, ToolCallDelta)]
+    assert args[0] == "" and len(args) > 5 and "".join(args) == WEATHER  # name first, then the object
+    assert events[0].name == "get_weather" and parser.calls == 1 and not parser.cut
+    _, parser = run(MA, [MA_WEATHER[:-5].encode()])
+    assert parser.cut and parser.calls == 1
+    _, parser = run(MA, [(MA_TIME * 2).encode()])
+    assert parser.repeating and parser.calls == 1
 
 
 def test_passthrough_once_plain_text_has_started():

@@ -156,10 +156,10 @@ class Engine:
         return self.vision is not None
 
     def _marker_tokens(self) -> frozenset:
-        """Markers that are control tokens (e.g. `[TOOL_CALLS]`) must reach the parser as text."""
+        """Markers that are control tokens (e.g. `[TOOL_CALLS]`, `[ARGS]`) must reach the parser as text."""
         fmt, think = self.tool_format or HERMES, self.think_format
         out = set()
-        for marker in (fmt.open, fmt.close, think.open, think.close):
+        for marker in fmt.markers + (think.open, think.close):
             ids = self.model.tokenize(marker, special=True) if marker else []
             if len(ids) == 1 and not self.model.piece(ids[0]):
                 out.add(ids[0])

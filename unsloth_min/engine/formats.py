@@ -1,10 +1,12 @@
 """Which markers a model writes for thinking and tool calls, read from its chat template.
 
 Strategy: a chat template that teaches the model a tool-call format mentions that format's marker
-(`<tool_call>` + `<function=` Qwen3-Coder XML, `<tool_call>` Hermes/Qwen JSON, `[TOOL_CALLS]`
-Mistral, `<|python_tag|>` or a `"parameters"` JSON example Llama 3.x), so `detect_tool_format`
-looks for the markers in the template source, most specific first (the Qwen3-Coder template holds
-both `<tool_call>` and `<function=`). Such a template gets our tools and renders tool history
+(`<tool_call>` + `<function=` Qwen3-Coder XML, `<tool_call>` Hermes/Qwen JSON, `[TOOL_CALLS]` +
+`[ARGS]` Mistral v11+ (`[TOOL_CALLS]NAME[ARGS]{…}`: Mistral Small 3.1+, Devstral, Magistral),
+`[TOOL_CALLS]` older Mistral (a JSON list of calls), `<|python_tag|>` or a `"parameters"` JSON
+example Llama 3.x), so `detect_tool_format` looks for the markers in the template source, most
+specific first (the Qwen3-Coder template holds both `<tool_call>` and `<function=`; a v11 Mistral
+one both `[TOOL_CALLS]` and `[ARGS]`). Such a template gets our tools and renders tool history
 itself (Qwen3-Coder's iterates `arguments|items`: template.py hands it the arguments as a dict).
 A template with no known format, or one we cannot parse (Llama 3.1's `<function=name>{json}`
 without `<tool_call>`), gets `prepare_messages`: the tools described in a system section in the
@@ -30,6 +32,12 @@ class ToolFormat:
     listed: bool = False    # calls written as one JSON array after `open` (Mistral)
     bare_json: bool = False  # a `{"name": …}` object at the start of the answer is a call (Llama 3)
     xml: bool = False       # `<function=NAME><parameter=KEY>value</parameter>…</function>` (Qwen3-Coder)
+    named: bool = False     # `NAME[ARGS]{…}` after each `open` (Mistral v11+; `[CALL_ID]ID` read too)
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        """Every marker of the format (control tokens in some vocabularies)."""
+        return tuple(m for m in (self.open, self.close) + ((ARGS, CALL_ID) if self.named else ()) if m)
 
 
 @dataclass(frozen=True)
@@ -38,15 +46,18 @@ class ThinkFormat:
     close: str = "</think>"
 
 
+ARGS, CALL_ID = "[ARGS]", "[CALL_ID]"  # Mistral v11+: `[TOOL_CALLS]NAME[CALL_ID]ID[ARGS]{…}`
 HERMES = ToolFormat("hermes", "<tool_call>", "</tool_call>")
 MISTRAL = ToolFormat("mistral", "[TOOL_CALLS]", listed=True)
+MISTRAL_ARGS = ToolFormat("mistral_args", "[TOOL_CALLS]", named=True)
 LLAMA3 = ToolFormat("llama3", "<|python_tag|>", args_key="parameters", bare_json=True)
 QWEN3_XML = ToolFormat("qwen3_xml", "<tool_call>", "</tool_call>", xml=True)
 
 # (markers all in the template source, format); the first match wins. None: a format we cannot
 # parse (Llama 3.1's `<function=name>{json}</function>`): the template counts as having none.
 TOOL_MARKERS = ((("<tool_call>", "<function="), QWEN3_XML), (("<function=",), None),
-                (("[TOOL_CALLS]",), MISTRAL), (("<tool_call>",), HERMES),
+                (("[TOOL_CALLS]", ARGS), MISTRAL_ARGS), (("[TOOL_CALLS]",), MISTRAL),
+                (("<tool_call>",), HERMES),
                 (("<|python_tag|>",), LLAMA3), (('"parameters": dictionary',), LLAMA3))
 THINK_FORMATS = (ThinkFormat("[THINK]", "[/THINK]"), ThinkFormat())
 

@@ -4,8 +4,9 @@ Strategy: each tool's JSON Schema goes through llama-cpp-python's own JSON-Schem
 (`SchemaConverter`, one per schema so a failure cannot leave half a rule behind; ours adds what it
 lacks: integer `minimum`/`maximum` and JSON's own string characters); our rules wrap the
 arguments in the exact text the output parser reads (`<tool_call>{"name": "f", "arguments": …}
-</tool_call>` for Hermes, `[TOOL_CALLS][…]` for Mistral, `{"name": "f", "parameters": …}` for
-Llama 3), with one alternative per allowed name. Qwen3-Coder's XML calls get their own rules
+</tool_call>` for Hermes, `[TOOL_CALLS][…]` for Mistral, `[TOOL_CALLS]f[ARGS]{…}` for Mistral
+v11+ (no `[CALL_ID]`), `{"name": "f", "parameters": …}` for Llama 3), with one alternative per
+allowed name. Qwen3-Coder's XML calls get their own rules
 (`xml_call`): `<function=f>\n`, then the schema's properties in its order as
 `<parameter=k>\nVALUE\n</parameter>\n` (the required ones present), then `</function>`; a VALUE
 is an enum's literals, raw text that cannot contain `</parameter>` for a string (or untyped)
@@ -23,7 +24,8 @@ them in constrain.py) that match only when the text written so far *ends inside*
 of the grammar: llama.cpp replays that text into the grammar, and text it rejects would abort the
 process, so a trigger that is not sure does not fire (the call is then parsed without enforcement). An XML call's trigger waits for
 `<tool_call>` + `<function=` (then a prefix of an allowed name), so a `<tool_call>` mentioned in
-prose stays prose. A schema the converter cannot handle gets "any JSON object" arguments and a
+prose stays prose; a Mistral v11+ call's trigger waits for `[TOOL_CALLS]` + the start of an
+allowed name. A schema the converter cannot handle gets "any JSON object" arguments and a
 warning; an answer schema it cannot handle gets no grammar.
 
 Does not: talk to llama.cpp (the scheduler builds the sampler), or parse output (output.py).
@@ -39,8 +41,8 @@ from dataclasses import dataclass
 from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, SchemaConverter
 
 from ..core import ChatRequest, Tool
-from .formats import ThinkFormat, ToolFormat
-from .output import FUNC, FUNC_END, PARAM, PARAM_END, XML_NAME
+from .formats import ARGS, ThinkFormat, ToolFormat
+from .xmlcalls import FUNC, FUNC_END, PARAM, PARAM_END, XML_NAME
 from .xmlvalues import schema_types
 
 log = logging.getLogger("unsloth_min.engine")
@@ -90,6 +92,8 @@ def prefix_regex(parts: list) -> str:
 def call_preamble(fmt: ToolFormat) -> list:
     if fmt.xml:
         return [fmt.open, WS, FUNC]
+    if fmt.named:
+        return [fmt.open]
     head = [fmt.open, WS] + (["[", WS] if fmt.listed else [])
     return head + ["{", WS, '"name"', WS, ":", WS, '"']
 
@@ -268,6 +272,9 @@ def calls_rule(rules: Rules, tools: list[Tool], fmt: ToolFormat, parallel: bool)
             alts.append(rules.add(f"x-call{i}", xml_call(rules, tool, i)))
             continue
         args = rules.schema(tool.parameters or {}, f"tool{i}-args") or rules.any_object()
+        if fmt.named:
+            alts.append(rules.add(f"x-call{i}", f"{literal(fmt.open + tool.name + ARGS)} {args}"))
+            continue
         alts.append(rules.add(
             f"x-call{i}", f'"{{" x-ws "\\"name\\"" x-ws ":" x-ws {literal(json.dumps(tool.name))} '
                           f'x-ws "," x-ws {literal(json.dumps(fmt.args_key))} x-ws ":" x-ws {args} x-ws "}}"'))
@@ -275,6 +282,8 @@ def calls_rule(rules: Rules, tools: list[Tool], fmt: ToolFormat, parallel: bool)
     if fmt.listed:
         more = f' (x-ws "," x-ws {call})*' if parallel else ""
         return rules.add("x-calls", f'{literal(fmt.open)} x-ws "[" x-ws {call}{more} x-ws "]"')
+    if fmt.named:
+        return rules.add("x-calls", f"{call} (x-ws {call})*" if parallel else call)
     if fmt.bare_json:
         more = f' (x-ws ";"? x-ws {call})*' if parallel else ""
         return rules.add("x-calls", f"({literal(fmt.open)} x-ws)? {call}{more}")
@@ -330,6 +339,9 @@ def lazy_triggers(fmt: ToolFormat, after: str | None, names: list[str] = ()) -> 
     if fmt.xml:  # `<tool_call>` alone may be prose: wait for `<function=`, then an allowed name
         names = "|".join(prefix_regex(["", name + ">\n"]) for name in names)
         return (f"({regex_escape(fmt.open)}{WS_RE}{regex_escape(FUNC)}(?:{names}))$",)
+    if fmt.named:  # `[TOOL_CALLS]` alone may be prose: wait for the start of an allowed name
+        names = "|".join(prefix_regex([name[0], name[1:] + ARGS]) for name in names if name)
+        return (f"({regex_escape(fmt.open)}(?:{names}))$",)
     out = [f"({prefix_regex(preamble)})$"]
     if fmt.bare_json:  # a bare `{"name": …` only at the start of the answer
         bare = prefix_regex(preamble[preamble.index("{"):])

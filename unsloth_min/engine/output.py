@@ -7,21 +7,19 @@ non-streaming answers both come out of it, so they cannot disagree. It is a smal
          `[TOOL_CALLS]`, `<|python_tag|>`); `<think>` counts only at the very start, and so does
          a bare `{"name": …` object for Llama 3
   open   after a marker, before the call's `{` (or Mistral's `[`)
+  named  Mistral v11+: `NAME[ARGS]` (or `NAME[CALL_ID]ID[ARGS]`, the id ignored) after the marker;
+         once the arguments' `{` follows, the call is announced and `call` reads that object
   call   inside one call object: a string/depth scanner finds where the object ends; once
          `{"name": "…", "arguments":` has arrived the call is announced (id + name) and its
          arguments stream as JSON text fragments
+         (a `named` call's object is its arguments, streamed whole)
   after  between calls: the closing marker, separators
-Qwen3-Coder's XML calls (`<tool_call><function=NAME><parameter=KEY>\nvalue\n</parameter>…
-</function></tool_call>`) take two more states after `open` has seen `<function=`:
-  fname  the function's name, up to `>`: then the call is announced (id + name)
-  xml    the body: each parameter is read whole (its value is raw text up to the first
-         `</parameter>`) and converted by the type its tool's JSON schema gives it (`xml_value`),
-         then the first call streams it as the next piece of a JSON object; `</function>` (or
-         `</tool_call>`) ends the call
+Qwen3-Coder's XML calls take two more states after `open` has seen `<function=` (`fname`, `xml`:
+xmlcalls.py, a mixin of this parser).
 Text that might be the start of a marker is held back until it cannot be; a call that turns out
-not to be one (no `{`, no name; no `<function=NAME>`) is given back as text. Nothing here raises
-on malformed or cut-off JSON: a cut-off call keeps the arguments it had (an XML one closes its
-object, with the cut parameter's text so far).
+not to be one (no `{`, no name; no `NAME[ARGS]{`; no `<function=NAME>`) is given back as text.
+Nothing here raises on malformed or cut-off JSON: a cut-off call keeps the arguments it had (an
+XML one closes its object, with the cut parameter's text so far).
 
 Does not: decode tokens (textstream.py), check arguments against the schema (the grammar enforces
 them when it is asked to; the schema only picks an XML value's type), or choose the format
@@ -33,27 +31,19 @@ import json
 import re
 
 from ..core import ReasoningDelta, TextDelta, ToolCallDelta, new_id
-from .formats import ThinkFormat, ToolFormat
-from .xmlvalues import property_schema, xml_value
+from .formats import ARGS, CALL_ID, ThinkFormat, ToolFormat
+from .textstream import partial_suffix
+from .xmlcalls import FUNC, XmlCalls
 
 WS = " \t\r\n"
 # A call whose name comes first can stream its arguments: where they start.
 HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
 HEAD_LIMIT = 512  # chars of a call object within which a streamable head must appear
 NAME_KEY = '"name"'
-FUNC, FUNC_END = "<function=", "</function>"  # Qwen3-Coder XML
-PARAM, PARAM_END = "<parameter=", "</parameter>"
-XML_NAME = re.compile(r"[^\s<>]{0,256}")  # a function or parameter name (an over-long one is none)
-
-
-def partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of `marker`."""
-    i = text.find(marker[0], max(0, len(text) - len(marker) + 1))
-    while i != -1:
-        if marker.startswith(text[i:]):
-            return len(text) - i
-        i = text.find(marker[0], i + 1)
-    return 0
+NAME_CHARS = r"[^\s\[\]{}()<>\"',;]"  # Mistral v11+: a call's name before `[ARGS]`
+NAME_RUN, ID_RUN = re.compile(NAME_CHARS + "{0,256}"), re.compile(r"[^\s\[\]]{0,64}")
+NAMED_HEAD = re.compile(  # `NAME[ARGS]` or `NAME[CALL_ID]ID[ARGS]`
+    rf"({NAME_CHARS}{{1,256}})(?:{re.escape(CALL_ID)}{ID_RUN.pattern})?{re.escape(ARGS)}")
 
 
 def maybe_bare_call(s: str) -> bool | None:
@@ -67,6 +57,20 @@ def maybe_bare_call(s: str) -> bool | None:
     return None if not rest else rest[0] == ":"
 
 
+def named_prefix(s: str) -> bool:
+    """Mistral v11+: can `s` (no whole `NAME[ARGS]` yet) still grow into one?"""
+    name = NAME_RUN.match(s).end()
+    rest = s[name:]
+    if not rest or not name:
+        return not rest
+    if ARGS.startswith(rest) or CALL_ID.startswith(rest):
+        return True
+    if not rest.startswith(CALL_ID):
+        return False
+    rest = rest[len(CALL_ID):]
+    return ARGS.startswith(rest[ID_RUN.match(rest).end():])
+
+
 def call_key(call: tuple[str, str]) -> tuple[str, str]:
     """A call as compared with others: arguments in canonical JSON when they parse."""
     try:
@@ -75,7 +79,7 @@ def call_key(call: tuple[str, str]) -> tuple[str, str]:
         return call
 
 
-class OutputParser:
+class OutputParser(XmlCalls):
     def __init__(self, tools: ToolFormat | None = None, think: ThinkFormat = ThinkFormat(),
                  thinking: bool = False, parallel: bool = True, schemas: dict | None = None):
         self.fmt, self.think, self.parallel = tools, think, parallel
@@ -120,7 +124,7 @@ class OutputParser:
             self._say(self.raw + buf)
         elif state == "call":
             self._end_call(complete=False)
-        elif state == "fname" and not self.calls:  # no name yet: it was text
+        elif state in ("fname", "named") and not self.calls:  # no name yet: it was text
             self._say(self.raw + buf)
         elif state == "xml":
             self._end_xml(complete=False)
@@ -204,6 +208,9 @@ class OutputParser:
         self.buf = s
         if not s:
             return False
+        if self.fmt.named and s[0] != "{":  # (a `{"name": …}` object is read too: lenient)
+            self.state = "named"
+            return True
         if self.fmt.xml and s.startswith(FUNC):
             self.raw, self.buf, self.state = self.raw + FUNC, s[len(FUNC):], "fname"
             return True
@@ -222,7 +229,23 @@ class OutputParser:
         self.state, self.obj, self.stops = "call", "", []
         self.depth, self.in_str, self.esc = 0, False, False
         self.head = self.sent = -1  # where the arguments start / how far they were given out
-        self.index = None
+        self.index, self.whole = None, False  # whole: the object is the arguments (named calls)
+
+    def _in_named(self) -> bool:
+        buf = self.buf
+        m = NAMED_HEAD.match(buf)
+        rest = buf[m.end():].lstrip(WS) if m else ""
+        if (not rest and (m or named_prefix(buf))) and len(buf) < HEAD_LIMIT:
+            return False  # not sure yet
+        if not rest.startswith("{"):  # not a call: the marker was text
+            self._after_calls(self.raw)
+            return True
+        self.raw, self.buf = self.raw + buf[:len(buf) - len(rest)], rest
+        self._start_call()
+        self.name, self.head, self.sent, self.whole = m.group(1), 0, 0, True
+        if not self.calls:  # the first call streams; later ones come out whole (see _end_call)
+            self._announce(self.name)
+        return True
 
     def _in_call(self) -> bool:
         buf = self.buf
@@ -283,6 +306,8 @@ class OutputParser:
         self.out.append(ToolCallDelta(self.index, new_id("call_"), name, ""))
 
     def _args_end(self) -> int:
+        if self.whole:
+            return len(self.obj)
         return next((p for p in self.stops if p >= self.head), len(self.obj))
 
     def _send_args(self) -> None:
@@ -309,6 +334,10 @@ class OutputParser:
                 self._after_calls(self.raw + self.obj)
                 return
             self._emit_whole(call)
+        self._done(call)
+
+    def _done(self, call: tuple[str, str]) -> None:
+        """A call was read (and given out, or dropped): remember it, then look for the next."""
         self.seen.add(call_key(call))
         self.raw, self.state = "", "after"
 
@@ -329,80 +358,6 @@ class OutputParser:
             return None
         args = obj.get(self.fmt.args_key, obj.get("arguments", obj.get("parameters", {})))
         return obj["name"], args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-
-    # ---- Qwen3-Coder XML calls ---------------------------------------------------------------------
-    def _in_fname(self) -> bool:
-        buf = self.buf
-        end = buf.find(">")
-        name = buf if end == -1 else buf[:end]
-        if not XML_NAME.fullmatch(name) or end == 0:  # not a name: the marker was text
-            self._after_calls(self.raw)
-            return True
-        if end == -1:
-            return False
-        self.buf, self.raw = buf[end + 1:], ""
-        self.state, self.name, self.key, self.pieces, self.index = "xml", name, None, [], None
-        if not self.calls:  # the first call streams; later ones come out whole (see _end_xml)
-            self._announce(name)
-        return True
-
-    def _in_xml(self) -> bool:
-        if self.key is not None:
-            return self._in_value()
-        s = self.buf = self.buf.lstrip(WS)
-        if s.startswith(PARAM):
-            end = s.find(">")
-            key = s[len(PARAM):] if end == -1 else s[len(PARAM):end]
-            if XML_NAME.fullmatch(key):
-                if end == -1:
-                    return False
-                self.key, self.buf, self.scanned = key, s[end + 1:], 0
-                return True
-        elif s.startswith(FUNC_END) or s.startswith(self.fmt.close):  # (`</tool_call>`: lenient)
-            if s.startswith(FUNC_END):
-                self.buf = s[len(FUNC_END):]
-            self._end_xml(complete=True)
-            return True
-        elif not s or any(m.startswith(s) for m in (PARAM, FUNC_END, self.fmt.close)):
-            return False
-        nxt = s.find("<", 1)  # anything else inside the call is skipped, up to the next tag
-        self.buf = s[nxt:] if nxt != -1 else ""
-        return bool(self.buf)
-
-    def _in_value(self) -> bool:
-        buf = self.buf
-        end = buf.find(PARAM_END, self.scanned)
-        if end == -1:
-            self.scanned = max(0, len(buf) - len(PARAM_END) + 1)
-            return False
-        self._param(buf[:end])
-        self.buf = buf[end + len(PARAM_END):]
-        return True
-
-    def _param(self, raw: str) -> None:
-        value = xml_value(raw, property_schema(self.schemas.get(self.name), self.key))
-        piece = ("{" if not self.pieces else ", ") + json.dumps(self.key, ensure_ascii=False) + ": " \
-            + json.dumps(value, ensure_ascii=False)
-        self.pieces.append(piece)
-        self.key = None
-        if self.index is not None:
-            self.out.append(ToolCallDelta(self.index, arguments=piece))
-
-    def _end_xml(self, complete: bool) -> None:
-        """`</function>` (or the end of generation inside the call)."""
-        if self.index is None and not complete:  # a later call, cut off: dropped
-            return
-        if not complete and self.key is not None:  # the cut parameter keeps what it had
-            self._param(self.buf[:len(self.buf) - partial_suffix(self.buf, PARAM_END)])
-        tail = "}" if self.pieces else "{}"
-        call = (self.name, "".join(self.pieces) + tail)
-        if self.index is not None:  # the streamed first call
-            self.out.append(ToolCallDelta(self.index, arguments=tail))
-            self.cut = not complete
-        else:
-            self._emit_whole(call)
-        self.seen.add(call_key(call))
-        self.raw, self.state = "", "after"
 
     def _in_after(self) -> bool:
         s = self.buf.lstrip(WS)
@@ -437,5 +392,5 @@ class OutputParser:
         self.state, self.raw, self.in_list = "text", "", False
         self.fresh, self.strip = not give_back, not give_back
 
-    STATES = {"think": _in_think, "text": _in_text, "open": _in_open, "call": _in_call,
-              "after": _in_after, "fname": _in_fname, "xml": _in_xml}
+    STATES = {"think": _in_think, "text": _in_text, "open": _in_open, "call": _in_call, "named": _in_named,
+              "after": _in_after, "fname": XmlCalls._in_fname, "xml": XmlCalls._in_xml}

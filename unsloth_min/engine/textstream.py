@@ -9,6 +9,16 @@ from __future__ import annotations
 import codecs
 
 
+def partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `marker`."""
+    i = text.find(marker[0], max(0, len(text) - len(marker) + 1))
+    while i != -1:
+        if marker.startswith(text[i:]):
+            return len(text) - i
+        i = text.find(marker[0], i + 1)
+    return 0
+
+
 class TextStream:
     def __init__(self, stops: tuple[str, ...] = ()):
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
