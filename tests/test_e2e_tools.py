@@ -246,15 +246,20 @@ ALARM = {"type": "object", "required": ["hour", "loud"], "properties": {
     "hour": {"type": "integer"}, "loud": {"type": "boolean"}, "label": {"type": "string"}}}
 
 
-@pytest.fixture(scope="module")
-def xml_engine():
+def template_engine(template: str):
+    """The embedded model behind another chat template (one slot, a short context)."""
     from unsloth_min.core import Sampling
     from unsloth_min.engine import Engine, EngineOptions, embedded_model_path
     from unsloth_min.engine.model import ModelParams
 
     path = embedded_model_path()
-    engine = Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=2048, n_parallel=1), Sampling(),
-                                  chat_template=QWEN3_CODER_TEMPLATE))
+    return Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=2048, n_parallel=1), Sampling(),
+                                chat_template=template))
+
+
+@pytest.fixture(scope="module")
+def xml_engine():
+    engine = template_engine(QWEN3_CODER_TEMPLATE)
     yield engine
     engine.close()
 
@@ -279,15 +284,15 @@ def test_qwen3_coder_template_shows_tools_and_history_as_xml(xml_engine):
             "<parameter=loud>\nTrue\n</parameter>\n</function>\n</tool_call>") in prompt
 
 
-@pytest.mark.parametrize("choice", [dict(tool_choice="required"),
-                                    dict(tool_choice="function", tool_name="set_alarm")])
-def test_qwen3_coder_forced_calls_parse_with_typed_arguments(xml_engine, choice):
+def forced_calls(engine, **choice) -> dict:
+    """A forced-call request through the real engine: it must end with tool_calls; its calls
+    {index: (name, arguments)}, each valid against its tool's schema."""
     import asyncio
 
     from unsloth_min.core import Finish, ToolCallDelta
 
     async def collect():
-        return [ev async for ev in xml_engine.generate(xml_request(**choice))]
+        return [ev async for ev in engine.generate(xml_request(**choice))]
 
     events = asyncio.run(collect())
     calls: dict = {}
@@ -296,8 +301,16 @@ def test_qwen3_coder_forced_calls_parse_with_typed_arguments(xml_engine, choice)
             name, args = calls.get(ev.index, (ev.name, ""))
             calls[ev.index] = (name, args + ev.arguments)
     assert isinstance(events[-1], Finish) and events[-1].reason == "tool_calls", events
+    assert calls
     for name, args in calls.values():
         validate(json.loads(args), {"get_time": TIME, "set_alarm": ALARM, "get_weather": WEATHER}[name])
+    return calls
+
+
+@pytest.mark.parametrize("choice", [dict(tool_choice="required"),
+                                    dict(tool_choice="function", tool_name="set_alarm")])
+def test_qwen3_coder_forced_calls_parse_with_typed_arguments(xml_engine, choice):
+    calls = forced_calls(xml_engine, **choice)
     if choice["tool_choice"] == "function":
         assert {name for name, _ in calls.values()} == {"set_alarm"}
 
@@ -320,13 +333,7 @@ MISTRAL_V11_TEMPLATE = """\
 
 @pytest.fixture(scope="module")
 def mistral_engine():
-    from unsloth_min.core import Sampling
-    from unsloth_min.engine import Engine, EngineOptions, embedded_model_path
-    from unsloth_min.engine.model import ModelParams
-
-    path = embedded_model_path()
-    engine = Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=2048, n_parallel=1), Sampling(),
-                                  chat_template=MISTRAL_V11_TEMPLATE))
+    engine = template_engine(MISTRAL_V11_TEMPLATE)
     yield engine
     engine.close()
 
@@ -344,22 +351,6 @@ def test_mistral_v11_template_shows_tools_and_history_calls(mistral_engine):
 @pytest.mark.parametrize("choice", [dict(tool_choice="required"),
                                     dict(tool_choice="function", tool_name="get_weather")])
 def test_mistral_v11_forced_calls_parse_with_valid_arguments(mistral_engine, choice):
-    import asyncio
-
-    from unsloth_min.core import Finish, ToolCallDelta
-
-    async def collect():
-        return [ev async for ev in mistral_engine.generate(xml_request(**choice))]
-
-    events = asyncio.run(collect())
-    calls: dict = {}
-    for ev in events:
-        if isinstance(ev, ToolCallDelta):
-            name, args = calls.get(ev.index, (ev.name, ""))
-            calls[ev.index] = (name, args + ev.arguments)
-    assert isinstance(events[-1], Finish) and events[-1].reason == "tool_calls", events
-    assert calls
-    for name, args in calls.values():
-        validate(json.loads(args), {"get_time": TIME, "set_alarm": ALARM, "get_weather": WEATHER}[name])
+    calls = forced_calls(mistral_engine, **choice)
     if choice["tool_choice"] == "function":
         assert {name for name, _ in calls.values()} == {"get_weather"}
