@@ -19,7 +19,8 @@ pytestmark = pytest.mark.model
 CHAT = "/v1/chat/completions"
 
 WEATHER = {"type": "object", "required": ["city", "unit"], "properties": {
-    "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}
+    "city": {"type": "string", "maxLength": 40},  # (bounded: a sampled call cannot ramble in it)
+    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}
 TIME = {"type": "object", "required": ["zone"], "properties": {"zone": {"enum": ["UTC", "CET", "PST"]}}}
 SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 TOOLS = [{"type": "function", "function": {"name": name, "description": f"{name.replace('_', ' ')}",
@@ -62,7 +63,7 @@ def client(real_server):
 
 def test_required_calls_satisfy_the_schema(client):
     r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="required",
-                                       max_tokens=90, seed=7)
+                                       max_tokens=200, seed=7)
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls" and not choice.message.content
     check_calls(choice.message.tool_calls)
@@ -88,7 +89,7 @@ def test_named_function_streamed_equals_plain(client):
 
 def test_stream_helper_accumulates_tool_calls(client):
     with client.chat.completions.stream(model="m", messages=ASK, tools=TOOLS, tool_choice="required",
-                                        max_tokens=90, seed=11) as stream:
+                                        max_tokens=200, seed=11) as stream:
         kinds = {event.type for event in stream}
         final = stream.get_final_completion()
     assert "tool_calls.function.arguments.delta" in kinds and "tool_calls.function.arguments.done" in kinds
