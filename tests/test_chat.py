@@ -192,6 +192,20 @@ def test_routes(scripted_server):
     assert status == 200 and body == b"" and int(headers["content-length"]) > 0
 
 
+def test_models_for_the_anthropic_sdk(scripted_server):
+    """With `anthropic-version` (the Anthropic SDK's header) the list also carries Anthropic's
+    fields, so `client.models.list()` / `retrieve()` read it; the OpenAI fields stay."""
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=scripted_server.base_url, api_key=KEY, max_retries=0)
+    page = client.models.list()
+    assert [m.id for m in page.data] == ["scripted"] and page.has_more is False
+    card = client.models.retrieve("scripted")
+    assert card.type == "model" and card.display_name == "scripted" and card.created_at.year >= 2026
+    raw = scripted_server.json("GET", "/v1/models", headers={"anthropic-version": "2023-06-01"})[1]
+    assert raw["object"] == "list" and raw["data"][0]["owned_by"] == "local" and raw["last_id"] == "scripted"
+
+
 def test_health_while_loading(scripted_server):
     scripted_server.app.engine = None
     assert scripted_server.json("GET", "/health", key=False) == (503, {"status": "loading"})

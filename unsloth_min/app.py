@@ -160,17 +160,24 @@ class App:
             return json_response(503, {"status": "loading"})
         return json_response(200, {"status": "ok"})
 
-    def _model_card(self) -> dict:
-        return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "local"}
+    def _model_card(self, request: Request) -> dict:
+        card = {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "local"}
+        if request.header("anthropic-version"):  # the Anthropic SDK's fields too (a superset)
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created))
+            card.update(type="model", display_name=self.model_id, created_at=created)
+        return card
 
     async def models(self, request: Request) -> Response:
-        return json_response(200, {"object": "list", "data": [self._model_card()]})
+        body = {"object": "list", "data": [self._model_card(request)]}
+        if request.header("anthropic-version"):
+            body.update(has_more=False, first_id=self.model_id, last_id=self.model_id)
+        return json_response(200, body)
 
     async def model_info(self, request: Request) -> Response:
         if request.context["id"] != self.model_id:
             raise ApiError(404, "not_found_error",
                            f"The model '{request.context['id']}' does not exist.", param="model")
-        return json_response(200, self._model_card())
+        return json_response(200, self._model_card(request))
 
     # ---- chat routes -----------------------------------------------------------------------------
     def _engine(self):
