@@ -95,7 +95,9 @@ class Mailbox:
     batch of events: the scheduler hands a whole step's events over at once."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.rfd, self.wfd = os.pipe()  # (not pipe2: macOS has none; both ends close-on-exec)
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(self.wfd, False)
         self.pending: collections.deque = collections.deque()
         self.armed = False  # a wake-up byte is on its way
         self.closed = False
