@@ -129,7 +129,7 @@ def test_tool_results_go_back_to_the_model(client):
 
 def test_response_format_json_schema_validates(client):
     r = client.chat.completions.create(
-        model="m", max_tokens=60, seed=3, messages=[{"role": "user", "content": "Invent a person."}],
+        model="m", max_tokens=120, seed=3, messages=[{"role": "user", "content": "Invent a person."}],
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
     assert r.choices[0].finish_reason == "stop"
     validate(json.loads(r.choices[0].message.content), PERSON)
@@ -140,7 +140,7 @@ def test_response_format_streamed_and_json_object(client):
         "animal": {"enum": ["cat", "dog"]}, "legs": {"type": "integer"}, "cute": {"type": "boolean"}}}
     text, finish = "", None
     for chunk in client.chat.completions.create(
-            model="m", max_tokens=60, seed=5, stream=True, messages=[{"role": "user", "content": "A pet?"}],
+            model="m", max_tokens=120, seed=5, stream=True, messages=[{"role": "user", "content": "A pet?"}],
             response_format={"type": "json_schema", "json_schema": {"name": "pet", "schema": pet}}):
         text += chunk.choices[0].delta.content or ""
         finish = chunk.choices[0].finish_reason or finish
