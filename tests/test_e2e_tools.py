@@ -248,21 +248,22 @@ ALARM = {"type": "object", "required": ["hour", "loud"], "properties": {
 
 
 def template_engine(template: str):
-    """The embedded model behind another chat template (one slot, a short context)."""
+    """The embedded model behind another chat template (one slot, a short context), for a
+    fixture to `yield from`: it is closed after the module."""
     from unsloth_min.core import Sampling
     from unsloth_min.engine import Engine, EngineOptions, embedded_model_path
     from unsloth_min.engine.model import ModelParams
 
     path = embedded_model_path()
-    return Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=2048, n_parallel=1), Sampling(),
-                                chat_template=template))
+    engine = Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=2048, n_parallel=1), Sampling(),
+                                  chat_template=template))
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")
 def xml_engine():
-    engine = template_engine(QWEN3_CODER_TEMPLATE)
-    yield engine
-    engine.close()
+    yield from template_engine(QWEN3_CODER_TEMPLATE)
 
 
 def xml_request(**kw):
@@ -285,9 +286,9 @@ def test_qwen3_coder_template_shows_tools_and_history_as_xml(xml_engine):
             "<parameter=loud>\nTrue\n</parameter>\n</function>\n</tool_call>") in prompt
 
 
-def forced_calls(engine, **choice) -> dict:
-    """A forced-call request through the real engine: it must end with tool_calls; its calls
-    {index: (name, arguments)}, each valid against its tool's schema."""
+def forced_calls(engine, **choice) -> None:
+    """A forced-call request through the real engine must end with tool_calls, each call valid
+    against its tool's schema, and only the named tool when one is named."""
     import asyncio
 
     from unsloth_min.core import Finish, ToolCallDelta
@@ -305,15 +306,14 @@ def forced_calls(engine, **choice) -> dict:
     assert calls
     for name, args in calls.values():
         validate(json.loads(args), {"get_time": TIME, "set_alarm": ALARM, "get_weather": WEATHER}[name])
-    return calls
+    if choice.get("tool_choice") == "function":  # a named function: only that one
+        assert {name for name, _ in calls.values()} == {choice["tool_name"]}
 
 
 @pytest.mark.parametrize("choice", [dict(tool_choice="required"),
                                     dict(tool_choice="function", tool_name="set_alarm")])
 def test_qwen3_coder_forced_calls_parse_with_typed_arguments(xml_engine, choice):
-    calls = forced_calls(xml_engine, **choice)
-    if choice["tool_choice"] == "function":
-        assert {name for name, _ in calls.values()} == {"set_alarm"}
+    forced_calls(xml_engine, **choice)
 
 
 # ---- Mistral v11+ calls ([TOOL_CALLS]NAME[ARGS]{…}), in process --------------------------------------
@@ -334,9 +334,7 @@ MISTRAL_V11_TEMPLATE = """\
 
 @pytest.fixture(scope="module")
 def mistral_engine():
-    engine = template_engine(MISTRAL_V11_TEMPLATE)
-    yield engine
-    engine.close()
+    yield from template_engine(MISTRAL_V11_TEMPLATE)
 
 
 def test_mistral_v11_template_shows_tools_and_history_calls(mistral_engine):
@@ -352,6 +350,4 @@ def test_mistral_v11_template_shows_tools_and_history_calls(mistral_engine):
 @pytest.mark.parametrize("choice", [dict(tool_choice="required"),
                                     dict(tool_choice="function", tool_name="get_weather")])
 def test_mistral_v11_forced_calls_parse_with_valid_arguments(mistral_engine, choice):
-    calls = forced_calls(mistral_engine, **choice)
-    if choice["tool_choice"] == "function":
-        assert {name for name, _ in calls.values()} == {"get_weather"}
+    forced_calls(mistral_engine, **choice)
