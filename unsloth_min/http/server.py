@@ -349,16 +349,16 @@ class Connection:
     async def _send_error(self, err: HttpError) -> bool:
         """Send a framing error with Connection: close; True if it was written."""
         log.info("%s rejected: %d %s", self.peer[0] if self.peer else "-", err.status, err.message)
-        try:
-            await self._write(self._render(self.server.error_response(err.status, err.message), False))
-        except (OSError, asyncio.TimeoutError):
-            return False
-        return True
+        return await self._send_last(self.server.error_response(err.status, err.message))
 
     async def _send_refusal(self, request: Request, response: Response) -> bool:
         host = self.peer[0] if self.peer else "-"
         access_log.info("%s %s %s %d before 100-continue", host, request.method, request.path,
                         response.status)
+        return await self._send_last(response)
+
+    async def _send_last(self, response: Response) -> bool:
+        """The connection's last response, with Connection: close; True if it was written."""
         try:
             await self._write(self._render(response, False))
         except (OSError, asyncio.TimeoutError):
