@@ -104,11 +104,10 @@ class App:
 
     # ---- entry point -----------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response | StreamResponse:
-        render = error_shape(request.path)
         try:
             response = self.guard.check(request) or await self._authorized(request)
         except ApiError as e:
-            response = json_response(e.status, render(e), e.headers)
+            response = self._error(request, e)
         return self.guard.decorate(request, response)
 
     def screen(self, request: Request) -> Response | None:
@@ -118,9 +117,12 @@ class App:
             self.guard.check(request)
             self._check_key(request)
         except ApiError as e:
-            return self.guard.decorate(request, json_response(e.status, error_shape(request.path)(e),
-                                                              e.headers))
+            return self.guard.decorate(request, self._error(request, e))
         return None
+
+    @staticmethod
+    def _error(request: Request, e: ApiError) -> Response:
+        return json_response(e.status, error_shape(request.path)(e), e.headers)
 
     def _check_key(self, request: Request) -> None:
         # the key is checked before routing: without one, nothing about the routes leaks
