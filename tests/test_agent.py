@@ -132,13 +132,17 @@ def test_forced_choice_applies_to_the_first_round_only():
     assert not agent.wants_tools(request(enable_tools=False, enabled_tools=()))
 
 
-def test_unknown_tool_and_bad_arguments_are_reported_and_counted():
+def test_unknown_tool_is_reported_and_counted():
+    """A call of a tool that does not exist is an error result for the model, and it counts
+    against the call limit like any other (bad arguments: test_tools)."""
     engine = ScriptedEngine()
-    engine.enqueue([call(0, "rm_rf", "{}"), Finish("tool_calls", Usage(7, 1))])
+    engine.enqueue([call(0, "rm_rf", "{}"), call(1, "python", '{"code": "1"}'),
+                    Finish("tool_calls", Usage(7, 1))])
     engine.enqueue(["sorry"])
-    events, tools = run(engine, request(enabled_tools=("python",)))
-    result = [e for e in events if isinstance(e, ToolExecuted)][0].result
-    assert result.is_error and "no server tool named 'rm_rf'" in result.content and not tools.calls
+    events, tools = run(engine, request(enabled_tools=("python",)), max_calls=1)
+    unknown, over = [e.result for e in events if isinstance(e, ToolExecuted)]
+    assert unknown.is_error and "no server tool named 'rm_rf'" in unknown.content
+    assert over.content.startswith("not run: the limit of 1") and not tools.calls
 
 
 def test_plain_answer_is_one_round_and_a_cut_off_call_is_not_run():

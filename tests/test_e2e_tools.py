@@ -32,7 +32,8 @@ PERSON = {"type": "object", "required": ["name", "age", "mood"], "properties": {
 
 
 def validate(value, schema: dict, path: str = "$") -> None:
-    """Just enough JSON Schema for these tests: type, enum, required, properties, items, maxLength."""
+    """Just enough JSON Schema for these tests: type (object, string, integer, boolean), enum,
+    required, properties, maxLength."""
     if "enum" in schema:
         assert value in schema["enum"], f"{path}: {value!r} not in {schema['enum']}"
     kind = schema.get("type")
@@ -47,6 +48,10 @@ def validate(value, schema: dict, path: str = "$") -> None:
         assert isinstance(value, str) and len(value) <= schema.get("maxLength", len(value)), path
     elif kind == "integer":
         assert isinstance(value, int) and not isinstance(value, bool), path
+    elif kind == "boolean":
+        assert isinstance(value, bool), path
+    else:
+        assert kind is None, f"{path}: validate() does not know the type {kind!r}"
 
 
 def check_calls(calls) -> None:
