@@ -32,13 +32,18 @@ def test_enable_tools_keeps_every_route_working(real_server):
     status, body = real_server.json("POST", CHAT, {"model": "default", "messages": ASK, "max_tokens": 30,
                                                    **TOOLS_ON})
     assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length")
+    _, bare = real_server.json("POST", CHAT, {"model": "default", "messages": ASK, "max_tokens": 1})
+    assert body["usage"]["prompt_tokens"] > bare["usage"]["prompt_tokens"] + 30  # the tools' section
     with gpt.chat.completions.stream(model="default", messages=ASK, max_tokens=20,
                                      extra_body=TOOLS_ON) as s:
         for _ in s:  # (get_final_completion() refuses finish_reason "length": not an error here)
             pass
         assert s.current_completion_snapshot.choices[0].message.role == "assistant"
     with claude.messages.stream(model="default", max_tokens=20, messages=ASK, extra_body=TOOLS_ON) as s:
-        assert s.get_final_message().role == "assistant"
+        final = s.get_final_message()
+        assert final.role == "assistant" and final.stop_reason in ("end_turn", "max_tokens", "tool_use")
+        prompt = final.usage.input_tokens + final.usage.cache_read_input_tokens  # (Anthropic's split)
+        assert final.content and prompt > bare["usage"]["prompt_tokens"] + 30
     with gpt.responses.stream(model="default", input=ASK[0]["content"], max_output_tokens=20,
                               extra_body=TOOLS_ON) as s:
         kinds = [ev.type for ev in s]  # (get_final_response() wants "completed"; 20 tokens may not do)

@@ -205,6 +205,10 @@ def test_thinking_sent_back_and_turned_off(thinking_server):
     assert status == 200
     message = r["choices"][0]["message"]
     assert message["content"] and "reasoning_content" not in message
+    forgotten = [dict(m) for m in body["messages"]]
+    del forgotten[1]["reasoning_content"]  # the same history without the earlier thinking
+    _, without = thinking_server.json("POST", CHAT, dict(body, messages=forgotten, max_tokens=1))
+    assert r["usage"]["prompt_tokens"] > without["usage"]["prompt_tokens"]  # it reached the template
     status, r = thinking_server.json("POST", CHAT, dict(body, chat_template_kwargs=None,
                                                         enable_thinking=False), timeout=300)
     assert status == 200 and "reasoning_content" not in r["choices"][0]["message"]
