@@ -243,6 +243,19 @@ def test_app_fetches_only_for_a_model_that_sees(scripted_server, image_server):
     assert parts[2] == Image(data=PIXEL, media_type="image/png")
 
 
+def test_a_stored_response_keeps_the_url_not_the_bytes(scripted_server, image_server):
+    """The engine sees the fetched image; the stored Responses conversation keeps only its URL."""
+    scripted_server.engine.accepts_images = True
+    url = image_server + "/img"
+    status, body = scripted_server.json("POST", "/v1/responses", {"model": "m", "input": [
+        {"role": "user", "content": [{"type": "input_image", "image_url": url}]}]})
+    assert status == 200
+    assert scripted_server.engine.history[-1].messages[-1].parts[0].data == GRADIENT
+    stored = scripted_server.app.responses.get(body["id"])
+    images = [p for m in stored.conversation for p in m.parts if isinstance(p, Image)]
+    assert images == [Image(url=url)]
+
+
 def test_app_image_errors(scripted_server, image_server):
     scripted_server.engine.accepts_images = True
     status, body = scripted_server.json("POST", CHAT, chat_with(data_uri(PIXEL), image_server + "/text"))

@@ -189,10 +189,9 @@ class App:
         return self.engine
 
     async def _engine_for(self, req):
-        """The engine, once `req`'s remote images are fetched (only if the model can see them)."""
+        """The engine, and `req` with its remote images fetched (only if the model can see them)."""
         engine = self._engine()
-        await load_images(req, self.media, getattr(engine, "accepts_images", False))
-        return engine
+        return engine, await load_images(req, self.media, getattr(engine, "accepts_images", False))
 
     async def chat(self, request: Request):
         return await self.complete(request, openai_chat)
@@ -202,7 +201,7 @@ class App:
 
     async def count_tokens(self, request: Request) -> Response:
         req = anthropic_messages.parse_count_request(parse_json_body(request))
-        engine = await self._engine_for(req)
+        engine, req = await self._engine_for(req)
         return json_response(200, {"input_tokens": await asyncio.to_thread(engine.count_tokens, req)})
 
     async def create_response(self, request: Request):
@@ -255,7 +254,7 @@ class App:
     async def generate(self, req):
         """The engine's events (once `req`'s images are loaded); with server tools asked for, the
         agent's loop around the engine."""
-        engine = await self._engine_for(req)
+        engine, req = await self._engine_for(req)
         if self.tools is not None and agent.wants_tools(req):
             return agent.run(engine, self.tools, req, self.max_tool_calls)
         return engine.generate(req)

@@ -208,14 +208,17 @@ def fetch_image(image: Image, limits: MediaLimits) -> Image:
 
 
 # ---- per request ---------------------------------------------------------------------------------
-async def load_images(req: ChatRequest, limits: MediaLimits, fetch_remote: bool) -> None:
-    """Check the image count; with `fetch_remote`, replace URL images by their fetched bytes."""
-    found = [(m, i) for m in req.messages for i, p in enumerate(m.parts) if isinstance(p, Image)]
+async def load_images(req: ChatRequest, limits: MediaLimits, fetch_remote: bool) -> ChatRequest:
+    """Check the image count; with `fetch_remote`, a copy of `req` whose URL images hold their
+    fetched bytes (`req` itself keeps the URLs: a stored conversation must not keep the bytes)."""
+    found = [p for m in req.messages for p in m.parts if isinstance(p, Image)]
     if len(found) > limits.max_images:
         raise bad_request(f"Too many images: {len(found)} in this request, at most "
                           f"{limits.max_images} are allowed.", code="too_many_images")
-    remote = [(m, i) for m, i in found if m.parts[i].data is None] if fetch_remote else []
-    fetched = await asyncio.gather(*(asyncio.to_thread(fetch_image, m.parts[i], limits)
-                                     for m, i in remote))
-    for (m, i), image in zip(remote, fetched):
-        m.parts[i] = image
+    remote = [p for p in found if p.data is None] if fetch_remote else []
+    if not remote:
+        return req
+    fetched = await asyncio.gather(*(asyncio.to_thread(fetch_image, p, limits) for p in remote))
+    loaded = dict(zip(map(id, remote), fetched))
+    return replace(req, messages=[replace(m, parts=[loaded.get(id(p), p) for p in m.parts])
+                                  for m in req.messages])
