@@ -137,3 +137,25 @@ def test_per_request_cap_and_plain_requests_untouched(tool_server):
     status, err = tool_server.json("POST", CHAT, {"model": "m", "max_tool_calls": -1,
                                                   "messages": [{"role": "user", "content": "x"}]})
     assert status == 400 and err["error"]["param"] == "max_tool_calls"
+
+
+def test_tool_choice_must_name_an_offered_tool_in_every_dialect(tool_server):
+    """With server tools on, a named tool_choice may be a server tool (or its alias) — but not a
+    name nobody offers: that is a 400 on all three routes, not a silently dropped choice."""
+    on = {"enable_tools": True, "enabled_tools": ["python"]}
+    user = [{"role": "user", "content": "hi"}]
+    bodies = {
+        "/v1/chat/completions": lambda name: dict(on, model="m", messages=user, tool_choice={
+            "type": "function", "function": {"name": name}}),
+        "/v1/messages": lambda name: dict(on, model="m", max_tokens=5, messages=user,
+                                          tool_choice={"type": "tool", "name": name}),
+        "/v1/responses": lambda name: dict(on, model="m", input="hi",
+                                           tool_choice={"type": "function", "name": name}),
+    }
+    for path, body in bodies.items():
+        status, answer = tool_server.json("POST", path, body("nope"))
+        assert status == 400 and "nope" in json.dumps(answer), (path, answer)
+        tool_server.engine.enqueue(["ok"])
+        status, _ = tool_server.json("POST", path, body("terminal"))  # bash's alias
+        assert status == 200, path
+        assert tool_server.engine.history[-1].tool_name == "bash"

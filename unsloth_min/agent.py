@@ -29,17 +29,10 @@ from typing import AsyncIterator
 
 from .core import (ApiError, ChatRequest, Event, Finish, Message, Reasoning, ReasoningDelta,
                    Started, Text, TextDelta, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
-                   Usage, new_id)
+                   Usage, new_id, server_tool_name)
 from .tools import TOOLS, Session, ToolRegistry
 
 DEFAULT_MAX_CALLS = 10
-ALIASES = {"terminal": "bash"}
-
-
-def server_tool_name(name: str | None) -> str | None:
-    """The server tool `name` means (aliases resolved), or None."""
-    name = ALIASES.get(name, name)
-    return name if name in TOOLS else None
 
 
 def forced_server_tool(req: ChatRequest) -> str | None:

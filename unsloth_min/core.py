@@ -27,6 +27,17 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ApiError(400, "invalid_request_error", message, param=param, code=code)
 
 
+# The server tools a request may name (SPEC "Server tools"), and the other names they go by.
+SERVER_TOOLS = ("python", "bash", "web_search")
+TOOL_ALIASES = {"terminal": "bash"}
+
+
+def server_tool_name(name: str | None) -> str | None:
+    """The server tool `name` means (aliases resolved), or None."""
+    name = TOOL_ALIASES.get(name, name)
+    return name if name in SERVER_TOOLS else None
+
+
 def new_id(prefix: str, nbytes: int = 12) -> str:
     return prefix + secrets.token_hex(nbytes)
 

@@ -5,12 +5,10 @@ extra knobs (`top_k`, `min_p`, `repetition_penalty`) are accepted everywhere, as
 """
 from __future__ import annotations
 
-from ..core import (ChatRequest, Finish, ReasoningDelta, Sampling, Started, TextDelta, ToolCallDelta,
-                    ToolExecuted, bad_request)
+from ..core import (SERVER_TOOLS, TOOL_ALIASES, ChatRequest, Finish, ReasoningDelta, Sampling, Started,
+                    TextDelta, ToolCallDelta, ToolExecuted, bad_request, server_tool_name)
 from .fields import get_bool, get_number, get_object, get_str, get_str_list
 
-SERVER_TOOLS = ("python", "bash", "web_search")
-TOOL_ALIASES = {"terminal": "bash"}
 MAX_SEED = 2**63 - 1
 
 
@@ -68,9 +66,9 @@ def apply_extensions(body: dict, req: ChatRequest) -> ChatRequest:
 
 
 def check_tool_choice(req: ChatRequest) -> None:
-    """`required` or a named function need a matching tool (server tools count, see SPEC)."""
+    """A named function needs a matching tool: a client tool or a server tool (see SPEC)."""
     if req.tool_choice == "function" and req.tool_name not in {t.name for t in req.tools}:
-        if not (req.enable_tools or req.tool_name in SERVER_TOOLS + tuple(TOOL_ALIASES)):
+        if server_tool_name(req.tool_name) is None:
             raise bad_request(f"Invalid 'tool_choice': no tool named {req.tool_name!r} in 'tools'.",
                               param="tool_choice")
 

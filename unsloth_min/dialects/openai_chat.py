@@ -42,7 +42,9 @@ def parse_request(body: dict) -> ChatRequest:
     req.include_usage = get_bool(options, "include_usage", False, path="stream_options")
     parse_tools(body, req)
     parse_response_format(body, req)
-    return apply_extensions(body, req)
+    apply_extensions(body, req)
+    check_tool_choice(req)
+    return req
 
 
 def parse_message(m, path: str) -> Message:
@@ -129,7 +131,6 @@ def parse_tools(body: dict, req: ChatRequest) -> None:
     else:
         raise bad_request("Invalid 'tool_choice': expected 'auto', 'none', 'required' or "
                           "{\"type\": \"function\", \"function\": {\"name\": ...}}.", param="tool_choice")
-    check_tool_choice(req)
 
 
 def parse_response_format(body: dict, req: ChatRequest) -> None:

@@ -26,7 +26,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import Tool, new_id
+from ..core import SERVER_TOOLS, Tool, new_id
 
 log = logging.getLogger("unsloth_min.tools")
 
@@ -53,6 +53,7 @@ TOOLS = {  # name → (what the model sees, the argument the tool reads)
     "web_search": (Tool("web_search", "Search the web. Returns titles, URLs and snippets of the "
                         "top results.", _schema("query", "what to search for")), "query"),
 }
+assert tuple(TOOLS) == SERVER_TOOLS  # the names requests may use (core) are the tools run here
 
 
 @dataclass(frozen=True)
