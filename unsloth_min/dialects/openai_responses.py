@@ -25,7 +25,6 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
 from ..media import image_from_url
 from .common import EventStream, add_server_tools, apply_extensions, parse_output_format, parse_sampling
 from .fields import get_bool, get_list, get_object, get_str, require_object
-from .openai_chat import render_error  # noqa: F401 (errors: OpenAI's shape)
 
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"}

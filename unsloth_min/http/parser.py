@@ -46,7 +46,7 @@ _VERSION = re.compile(rb"HTTP/[0-9](?:\.[0-9])?")  # well-formed, maybe not one 
 _BAD_TARGET = re.compile(rb"[^\x21-\x7e]")  # RFC 3986: printable ASCII; the rest is %-encoded
 _ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")  # scheme://authority
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls except HTAB (RFC 9110 §5.5)
-_CONTENT_LENGTH = re.compile(rb" ?([0-9]{1,19})")  # the raw value: fits an int64; no sign,
+_CONTENT_LENGTH = re.compile(rb" ?[0-9]{1,19}")  # the raw value: fits an int64; no sign,
 #   no list, no `1_0`, no whitespace a lenient int() or a front proxy might skip
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")  # §3.2
 _LIST_ITEM = re.compile(r"[^\t ,](?:[^,]*[^\t ,])?")  # a list element without its OWS (§5.6.1)
@@ -202,7 +202,7 @@ def _parse_head(lines: list[bytes], limits: Limits) -> tuple[Request, int | None
         raise HttpError(400, "Missing Host header")  # RFC 9112 §3.2
     if hosts and not _HOST.fullmatch(hosts[0]):
         raise HttpError(400, "Invalid Host header")  # RFC 9112 §3.2: uri-host [":" port]
-    if request.version == "HTTP/1.1" and request._tokens("expect") - {"100-continue", ""}:
+    if request.version == "HTTP/1.1" and request._tokens("expect") - {"100-continue"}:
         raise HttpError(417, "Only Expect: 100-continue is supported")  # RFC 9110 §10.1.1
     return request, _body_length(request, limits)
 
@@ -276,18 +276,10 @@ def _body_length(request: Request, limits: Limits) -> int | None:
         return 0
     if len(lengths) > 1:  # RFC 9112 §6.3 rule 5 allows equal copies; a proxy may not agree
         raise HttpError(400, "Repeated Content-Length header")
-    length = _decimal(lengths[0])
+    length = int(lengths[0])  # 1-19 ASCII digits (_CONTENT_LENGTH): none of int()'s leniency applies
     if length > limits.max_body:
         raise HttpError(413, "Request body too large")
     return length
-
-
-def _decimal(digits: str) -> int:
-    """The value of 1-19 ASCII digits, already matched by _CONTENT_LENGTH; no int() leniency."""
-    value = 0
-    for char in digits.encode("ascii"):
-        value = value * 10 + char - 0x30
-    return value
 
 
 class _LengthBody:
