@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from .agent import DEFAULT_MAX_CALLS
+from .media import MAX_IMAGES
+from .tools import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
+
 
 @dataclass
 class Config:
@@ -29,15 +33,15 @@ class Config:
     api_key: list[str] = field(default_factory=list)
     chat_template: str | None = None
     max_queue: int = 128            # 100 concurrent clients must all be served, none refused
-    max_images: int = 16            # per request (media.MAX_IMAGES)
+    max_images: int = MAX_IMAGES    # per request
     log_level: str = "info"
     # server tools (SPEC "Server tools")
-    max_tool_calls: int = 10
-    tool_timeout: float = 30.0
+    max_tool_calls: int = DEFAULT_MAX_CALLS
+    tool_timeout: float = TIMEOUT_S
     search_url: str | None = None   # a SearXNG base URL; None → DuckDuckGo's HTML endpoint
     bash_network: str = "on"
-    max_kernels: int = 8
-    session_idle: float = 1800.0
+    max_kernels: int = MAX_KERNELS
+    session_idle: float = SESSION_IDLE_S
     allowed_host: list[str] = field(default_factory=list)  # extra Host names (DNS rebinding)
     cors_origin: list[str] = field(default_factory=list)  # origins browsers may call us from
 

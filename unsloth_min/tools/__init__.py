@@ -62,15 +62,20 @@ class Outcome:
     is_error: bool = False
 
 
+TIMEOUT_S = 30.0       # wall clock per call
+MAX_KERNELS = 8        # live Python kernels (sessions) at once
+SESSION_IDLE_S = 1800.0  # seconds without a call before a session's kernel is shut down
+
+
 @dataclass
 class ToolOptions:
     home: Path
-    timeout: float = 30.0          # wall clock per call, seconds
+    timeout: float = TIMEOUT_S
     search_url: str | None = None  # a SearXNG base URL; None → DuckDuckGo's HTML endpoint
     duckduckgo_url: str = DUCKDUCKGO_URL
     bash_network: bool = True      # False → `unshare -rn` (no network) or refuse to run
-    max_kernels: int = 8
-    session_idle: float = 1800.0   # seconds without a call before a session's kernel is shut down
+    max_kernels: int = MAX_KERNELS
+    session_idle: float = SESSION_IDLE_S
     max_output: int = MAX_OUTPUT_CHARS
     max_processes: int = 256       # bash: tasks a call may add to its user's count (RLIMIT_NPROC)
 
