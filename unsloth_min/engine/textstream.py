@@ -39,19 +39,9 @@ class TextStream:
         if hit is not None:
             self._held = ""
             return text[:at], hit
-        keep = self._partial_stop(text)
+        keep = max(partial_suffix(text, s) for s in self._stops)  # may start a stop string
         self._held = text[len(text) - keep:] if keep else ""
         return text[:len(text) - keep], None
-
-    def _partial_stop(self, text: str) -> int:
-        """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
-        best = 0
-        for s in self._stops:
-            for n in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:n]):
-                    best = n
-                    break
-        return best
 
     def flush(self) -> str:
         """Everything still held (the stream ended without a stop string)."""
