@@ -133,6 +133,15 @@ def test_strings_hold_only_what_json_allows(vocab):
     assert vocab.walk(grammar(tools=[loose]), free % "1\n2").startswith("refused")
 
 
+def test_empty_parameters_still_mean_an_object(vocab):
+    """`"parameters": {}` is a schema that allows any JSON value; arguments must be an object."""
+    empty = Tool("f", "no parameters", {})
+    call = '<tool_call>{"name": "f", "arguments": %s}</tool_call>'
+    assert vocab.walk(grammar(tools=[empty]), call % '{"a": 1}') == "ok"
+    for value in ("1", '"x"', "[1]"):
+        assert vocab.walk(grammar(tools=[empty]), call % value).startswith("refused"), value
+
+
 def test_integer_bounds_are_enforced(vocab):
     """llama-cpp-python's converter reads an integer's type only; ours adds its bounds."""
     pick = Tool("pick", "Pick", {"type": "object", "required": ["n", "k"], "properties": {

@@ -49,9 +49,8 @@ log = logging.getLogger("unsloth_min.engine")
 
 # Whitespace the grammar allows between call tokens, bounded so a weak model cannot loop on it;
 # the trigger regexes use the very same set, so what they match the grammar accepts.
-WS_RULE = "[ \\t\\n]{0,4}"
-WS_RE = "[ \\t\\n]{0,4}"
-WS = object()  # a placeholder for WS in a list of grammar parts
+WS_SET = "[ \\t\\n]{0,4}"  # read alike as a GBNF rule and as a regex
+GAP = object()  # a placeholder for WS_SET in a list of grammar parts
 REGEX_SPECIAL = set("\\^$.|?*+()[]{}")  # std::regex ECMAScript
 # JSON string characters. llama-cpp-python's converter allows raw control characters (`[^"\\]`),
 # so a forced `{"code": "…"}` could hold a raw newline that no JSON parser accepts; this is
@@ -82,7 +81,7 @@ def regex_escape(text: str) -> str:
 
 def prefix_regex(parts: list) -> str:
     """A regex for any prefix of the text `parts` spell that includes all of parts[0]."""
-    atoms = [WS_RE if p is WS else regex_escape(c) for p in parts[1:] for c in ([p] if p is WS else p)]
+    atoms = [WS_SET if p is GAP else regex_escape(c) for p in parts[1:] for c in ([p] if p is GAP else p)]
     rest = ""
     for atom in reversed(atoms):  # a(?:b(?:c)?)?
         rest = atom + (f"(?:{rest})?" if rest else "")
@@ -91,11 +90,11 @@ def prefix_regex(parts: list) -> str:
 
 def call_preamble(fmt: ToolFormat) -> list:
     if fmt.xml:
-        return [fmt.open, WS, FUNC]
+        return [fmt.open, GAP, FUNC]
     if fmt.named:
         return [fmt.open]
-    head = [fmt.open, WS] + (["[", WS] if fmt.listed else [])
-    return head + ["{", WS, '"name"', WS, ":", WS, '"']
+    head = [fmt.open, GAP] + (["[", GAP] if fmt.listed else [])
+    return head + ["{", GAP, '"name"', GAP, ":", GAP, '"']
 
 
 # ---- schemas -------------------------------------------------------------------------------------
@@ -257,8 +256,13 @@ def xml_free(rules: Rules) -> str:
                                  f'{literal(VALUE_END)} )*')
 
 
+def tool_schema(tool: Tool) -> dict:
+    """A tool's parameters; none or `{}` (which would allow any JSON value) mean any object."""
+    return tool.parameters or {"type": "object"}
+
+
 def xml_call(rules: Rules, tool: Tool, i: int) -> str:
-    params = xml_params(rules, tool.parameters or {"type": "object"}, i)
+    params = xml_params(rules, tool_schema(tool), i)
     if params is None:
         log.warning("cannot build an XML call grammar for tool %r: its parameters are free-form", tool.name)
         params = xml_free(rules)
@@ -271,7 +275,7 @@ def calls_rule(rules: Rules, tools: list[Tool], fmt: ToolFormat, parallel: bool)
         if fmt.xml:
             alts.append(rules.add(f"x-call{i}", xml_call(rules, tool, i)))
             continue
-        args = rules.schema(tool.parameters or {}, f"tool{i}-args") or rules.any_object()
+        args = rules.schema(tool_schema(tool), f"tool{i}-args") or rules.any_object()
         if fmt.named:
             alts.append(rules.add(f"x-call{i}", f"{literal(fmt.open + tool.name + ARGS)} {args}"))
             continue
@@ -313,12 +317,12 @@ def build_grammar(req: ChatRequest, fmt: ToolFormat, think: ThinkFormat,
             preambles.append(["{"] if answer_is_object(req.response_schema) else [])
     if not alts:
         return None
-    rules.add("x-ws", WS_RULE)
+    rules.add("x-ws", WS_SET)
     lazy = calling and not forced and req.response_schema is None
     body = " | ".join(alts)
     if thinking and not lazy:  # think freely, then the grammar from the closing marker on
         rules.add("root", f"{literal(think.close)} x-ws ({body}) x-ws")
-        return Grammar(rules.text(), tuple(f"({prefix_regex([think.close, WS] + p)})$"
+        return Grammar(rules.text(), tuple(f"({prefix_regex([think.close, GAP] + p)})$"
                                            for p in preambles))
     rules.add("root", f"({body}) x-ws")  # whitespace, then only end-of-generation
     if not lazy:
@@ -338,14 +342,14 @@ def lazy_triggers(fmt: ToolFormat, after: str | None, names: list[str] = ()) -> 
     preamble = call_preamble(fmt)
     if fmt.xml:  # `<tool_call>` alone may be prose: wait for `<function=`, then an allowed name
         names = "|".join(prefix_regex(["", name + ">\n"]) for name in names)
-        return (f"({regex_escape(fmt.open)}{WS_RE}{regex_escape(FUNC)}(?:{names}))$",)
+        return (f"({regex_escape(fmt.open)}{WS_SET}{regex_escape(FUNC)}(?:{names}))$",)
     if fmt.named:  # `[TOOL_CALLS]` alone may be prose: wait for the start of an allowed name
         names = "|".join(prefix_regex([name[0], name[1:] + ARGS]) for name in names if name)
         return (f"({regex_escape(fmt.open)}(?:{names}))$",)
     out = [f"({prefix_regex(preamble)})$"]
     if fmt.bare_json:  # a bare `{"name": …` only at the start of the answer
         bare = prefix_regex(preamble[preamble.index("{"):])
-        out.append(f"{regex_escape(after)}{WS_RE}({bare})$" if after else f"^{WS_RE}({bare})$")
+        out.append(f"{regex_escape(after)}{WS_SET}({bare})$" if after else f"^{WS_SET}({bare})$")
     return tuple(out)
 
 

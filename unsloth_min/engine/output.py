@@ -34,8 +34,8 @@ from ..core import ReasoningDelta, TextDelta, ToolCallDelta, new_id
 from .formats import ARGS, CALL_ID, ThinkFormat, ToolFormat
 from .textstream import partial_suffix
 from .xmlcalls import FUNC, XmlCalls
+from .xmlvalues import WS
 
-WS = " \t\r\n"
 # A call whose name comes first can stream its arguments: where they start.
 HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
 HEAD_LIMIT = 512  # chars of a call object within which a streamable head must appear

@@ -20,9 +20,8 @@ import re
 
 from ..core import ToolCallDelta
 from .textstream import partial_suffix
-from .xmlvalues import property_schema, xml_value
+from .xmlvalues import WS, property_schema, xml_value
 
-WS = " \t\r\n"
 FUNC, FUNC_END = "<function=", "</function>"
 PARAM, PARAM_END = "<parameter=", "</parameter>"
 XML_NAME = re.compile(r"[^\s<>]{0,256}")  # a function or parameter name (an over-long one is none)

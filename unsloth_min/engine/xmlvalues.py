@@ -13,7 +13,7 @@ import ast
 import json
 import math
 
-WS = " \t\r\n"
+WS = " \t\r\n"  # whitespace, as output.py, xmlcalls.py and this module skip it
 LITERAL_LIMIT = 65536  # Python-literal fallback for object/array values: only for short text
 
 
