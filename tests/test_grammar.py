@@ -66,7 +66,7 @@ class Vocab:
 
     def walk_watched(self, grammar, text: str) -> tuple[str, Constraint]:
         """As the scheduler samples: the grammar checks tokens once its Constraint has started it."""
-        c = Constraint(self.vocab, grammar.gbnf, grammar.triggers, self.piece)
+        c = Constraint(self.vocab, grammar, self.piece)
         try:
             done = b""
             for tok in self.tokenize(text):
@@ -194,14 +194,20 @@ def test_thinking_comes_first_then_the_grammar(vocab):
     assert vocab.walk(g, "I should call get_weather. {not json}</think>\n\n" + HERMES_CALL) == "ok"
     bad = "hmm</think>\n\n" + HERMES_CALL.replace("celsius", "kelvin")
     assert vocab.walk(g, bad).startswith("refused")
+    # auto: the Constraint waits for the thinking's end; only the answer after it can trigger
     auto = grammar("auto", thinking=True)
-    assert vocab.walk(auto, "no call here {}</think>\nPlain answer.") == "ok"
-    assert vocab.walk(auto, "hmm</think>\n" + HERMES_CALL) == "ok"
-    assert vocab.walk(auto, "hmm</think>\n" + HERMES_CALL.replace("celsius", "kelvin")).startswith("refused")
+    assert auto.after == "</think>"
+    watched = vocab.walk_watched
+    assert watched(auto, "no call here {}</think>\nPlain answer.")[0] == "ok"
+    assert watched(auto, "hmm</think>\n" + HERMES_CALL)[0] == "ok"
+    assert watched(auto, "hmm</think>\n" + HERMES_CALL.replace("celsius", "kelvin"))[0].startswith("refused")
+    mention = "I could write <tool_call> {maybe} here.</think>\n"  # a marker inside the thinking
+    assert watched(auto, mention + "Plain answer.")[0] == "ok"  # started there, `{maybe}` is refused
+    assert watched(auto, mention + HERMES_CALL.replace("celsius", "kelvin"))[0].startswith("refused")
     llama = grammar("auto", fmt=LLAMA3, thinking=True)
     bare = '{"name": "get_weather", "parameters": ' + GOOD + '}'
-    assert vocab.walk(llama, 'x {"name": 1}</think>\n' + bare) == "ok"
-    assert vocab.walk(llama, "x</think>\n" + bare.replace("celsius", "kelvin")).startswith("refused")
+    assert watched(llama, 'x {"name": 1}</think>\n' + bare)[0] == "ok"
+    assert watched(llama, "x</think>\n" + bare.replace("celsius", "kelvin"))[0].startswith("refused")
 
 
 def test_response_schema(vocab):

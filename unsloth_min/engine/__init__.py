@@ -248,9 +248,7 @@ class Engine:
         max_tokens = min(sampling.max_tokens or room, room)
         queue: asyncio.Queue = asyncio.Queue()
         seq = Sequence(prompt, sampling, max_tokens, emit=functools.partial(self._mailbox().post, queue),
-                       media=media,
-                       grammar=grammar.gbnf if grammar else None,
-                       triggers=grammar.triggers if grammar else (), special=self.special)
+                       media=media, grammar=grammar, special=self.special)
         self.scheduler.submit(seq)
         try:
             yield Started(len(prompt))

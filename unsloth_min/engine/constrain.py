@@ -26,6 +26,8 @@ import math
 import re
 from typing import Callable
 
+from .grammar import Grammar
+
 import llama_cpp as C
 import numpy as np
 
@@ -48,15 +50,16 @@ def grammar_sampler(vocab, gbnf: str, triggers: tuple[str, ...]):
 class Constraint:
     """One sequence's grammar: eager from the start, or lazy and started by its triggers."""
 
-    def __init__(self, vocab, gbnf: str, triggers: tuple[str, ...], piece: Callable[[int], bytes]):
-        self.vocab, self.gbnf, self.triggers, self.piece = vocab, gbnf, triggers, piece
+    def __init__(self, vocab, grammar: Grammar, piece: Callable[[int], bytes]):
+        self.vocab, self.gbnf, self.triggers, self.piece = vocab, grammar.gbnf, grammar.triggers, piece
         self.sampler = None
         self.failed = False
-        self.watched = [re.compile(p.encode()) for p in triggers]
+        self.watched = [re.compile(p.encode()) for p in grammar.triggers]
+        self.after = grammar.after.encode()  # until written, nothing triggers (inside thinking)
         self.recent: collections.deque = collections.deque()  # (token, bytes) in the window
         self.size = 0
         self.at_start = True  # the window still begins at the answer's first token (for `^`)
-        if not triggers:
+        if not grammar.lazy:
             self._start()
 
     @property
@@ -82,8 +85,23 @@ class Constraint:
             self.size -= len(self.recent.popleft()[1])
             self.at_start = False
         text = b"".join(p for _, p in self.recent)
+        if self.after:
+            end = text.find(self.after)
+            if end == -1:
+                return
+            self._forget_through(end + len(self.after))
+            text = b"".join(p for _, p in self.recent)
         if any(w.search(text) for w in self.watched if self.at_start or not w.pattern.startswith(b"^")):
             self._start()
+
+    def _forget_through(self, end: int) -> None:
+        """The thinking ended at byte `end` of the window: from now on the window (replayed into
+        llama.cpp's lazy sampler, whose triggers must not see the thinking) starts after it. A
+        token that ends the marker and begins the answer goes too: its answer part is not watched."""
+        while self.recent and end > 0:
+            end -= len(self.recent.popleft()[1])
+        self.size = sum(len(p) for _, p in self.recent)
+        self.after, self.at_start = b"", True
 
     def free(self) -> None:
         if self.sampler is not None:

@@ -63,6 +63,7 @@ JSON_CHAR = ('[^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | '
 class Grammar:
     gbnf: str
     triggers: tuple[str, ...] = ()  # non-empty → lazy: constrain from the first match on
+    after: str = ""  # lazy: triggers count only once this (the thinking's end) has been written
 
     @property
     def lazy(self) -> bool:
@@ -327,17 +328,18 @@ def build_grammar(req: ChatRequest, fmt: ToolFormat, think: ThinkFormat,
     rules.add("root", f"({body}) x-ws")  # whitespace, then only end-of-generation
     if not lazy:
         return Grammar(rules.text())
-    return Grammar(rules.text(), lazy_triggers(fmt, think.close if thinking else None,
-                                               [t.name for t in allowed_tools(req)]))
+    return Grammar(rules.text(), lazy_triggers(fmt, [t.name for t in allowed_tools(req)]),
+                   after=think.close if thinking else "")
 
 
-def lazy_triggers(fmt: ToolFormat, after: str | None, names: list[str] = ()) -> tuple[str, ...]:
+def lazy_triggers(fmt: ToolFormat, names: list[str] = ()) -> tuple[str, ...]:
     """Auto mode: enforce once the model has begun a call.
 
     Every pattern matches at most a few dozen characters at the end of the text: libstdc++'s
     std::regex recurses once per character a `*` consumes, so a `[\\s\\S]*` over a long answer
-    could overflow the worker's stack. Hence no "after `</think>`, anywhere" pattern: a call
-    marker written inside the thinking starts the grammar there.
+    could overflow the worker's stack. Hence no "after `</think>`, anywhere" pattern: the
+    Constraint itself waits for `Grammar.after`, and watches only the text that follows it
+    (`^` then means the start of the answer).
     """
     preamble = call_preamble(fmt)
     if fmt.xml:  # `<tool_call>` alone may be prose: wait for `<function=`, then an allowed name
@@ -349,7 +351,7 @@ def lazy_triggers(fmt: ToolFormat, after: str | None, names: list[str] = ()) -> 
     out = [f"({prefix_regex(preamble)})$"]
     if fmt.bare_json:  # a bare `{"name": …` only at the start of the answer
         bare = prefix_regex(preamble[preamble.index("{"):])
-        out.append(f"{regex_escape(after)}{WS_SET}({bare})$" if after else f"^{WS_SET}({bare})$")
+        out.append(f"^{WS_SET}({bare})$")
     return tuple(out)
 
 

@@ -33,6 +33,7 @@ import llama_cpp as C
 
 from ..core import ApiError, Finish, Sampling, TextDelta, Usage
 from .constrain import Candidates, Constraint, sample
+from .grammar import Grammar
 from .model import Model
 from .textstream import TextStream
 
@@ -47,8 +48,7 @@ class Sequence:
     sampling: Sampling           # complete: merged with the server defaults
     max_tokens: int
     emit: Callable[[object], None]
-    grammar: str | None = None   # GBNF constraining the answer (root rule "root")
-    triggers: tuple[str, ...] = ()  # non-empty: the grammar is lazy, it starts at a match
+    grammar: Grammar | None = None  # constrains the answer (eager, or lazy with triggers)
     special: frozenset = frozenset()  # control tokens shown as text (format markers)
     media: dict = field(default_factory=dict)  # prompt index → image chunk (n_tokens, evaluate())
     cancelled: bool = False
@@ -194,7 +194,7 @@ class Scheduler:
         seq.slot, slot.seq = slot, seq
         seq.sampler = self._sampler(seq)
         if seq.grammar:
-            seq.constraint = Constraint(self.model.vocab, seq.grammar, seq.triggers,
+            seq.constraint = Constraint(self.model.vocab, seq.grammar,
                                         lambda t: self.model.piece(t, special=True))
         seq.text = TextStream(seq.sampling.stop)
 
