@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 
 from ..core import Message, Text, Tool, ToolCall, ToolResult
+from .template import arguments_value, tools_dicts
 
 
 @dataclass(frozen=True)
@@ -102,17 +103,12 @@ For each function call, return a json object with function name and arguments wi
 
 
 def tools_section(tools: list[Tool]) -> str:
-    lines = [json.dumps({"type": "function", "function": {"name": t.name, "description": t.description,
-                                                          "parameters": t.parameters}},
-                        ensure_ascii=False) for t in tools]
+    lines = [json.dumps(tool, ensure_ascii=False) for tool in tools_dicts(tools) or []]
     return SECTION.format(tools="\n".join(lines))
 
 
 def call_text(call: ToolCall) -> str:
-    try:
-        args = json.loads(call.arguments or "{}")
-    except ValueError:
-        args = call.arguments
+    args = arguments_value(call.arguments or "{}")
     body = json.dumps({"name": call.name, "arguments": args}, ensure_ascii=False)
     return f"<tool_call>\n{body}\n</tool_call>"
 

@@ -88,7 +88,8 @@ def tools_dicts(tools: list[Tool]) -> list[dict] | None:
                                               "parameters": t.parameters}} for t in tools]
 
 
-def _arguments(text: str):
+def arguments_value(text: str):
+    """A call's arguments as the template sees them: the parsed JSON, or the text as it came."""
     try:
         return json.loads(text)
     except ValueError:
@@ -105,7 +106,7 @@ def message_dict(m: Message, image_marker: str | None = None) -> dict:
     calls = [p for p in m.parts if isinstance(p, ToolCall)]
     if calls:
         d["tool_calls"] = [{"id": c.id, "type": "function",
-                            "function": {"name": c.name, "arguments": _arguments(c.arguments)}}
+                            "function": {"name": c.name, "arguments": arguments_value(c.arguments)}}
                            for c in calls]
     thinking = "".join(p.text for p in m.parts if isinstance(p, Reasoning))
     if thinking:
