@@ -43,7 +43,7 @@ from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, SchemaConve
 from ..core import ChatRequest, Tool
 from .formats import ARGS, ThinkFormat, ToolFormat
 from .xmlcalls import FUNC, FUNC_END, PARAM, PARAM_END, XML_NAME
-from .xmlvalues import schema_types
+from .xmlvalues import schema_types, schema_values
 
 log = logging.getLogger("unsloth_min.engine")
 
@@ -224,9 +224,8 @@ def xml_text(rules: Rules) -> str:
 
 
 def xml_value_rule(rules: Rules, schema, name: str) -> str | None:
-    values = schema.get("enum", [schema["const"]] if "const" in schema else None) \
-        if isinstance(schema, dict) else None
-    if isinstance(values, list) and values:  # written raw, as the parser reads them back
+    values = schema_values(schema)
+    if values:  # written raw, as the parser reads them back
         return "(" + " | ".join(literal(v if isinstance(v, str) else json.dumps(v)) for v in values) + ")"
     kinds = schema_types(schema)
     if not kinds or "string" in kinds:

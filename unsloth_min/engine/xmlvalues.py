@@ -25,6 +25,13 @@ def json_type(value) -> str:
     return "null"
 
 
+def schema_values(schema) -> list | None:
+    """The values an `enum` or `const` allows (None: the schema lists none)."""
+    values = schema.get("enum", [schema["const"]] if "const" in schema else None) \
+        if isinstance(schema, dict) else None
+    return values if isinstance(values, list) and values else None
+
+
 def schema_types(schema) -> set:
     """The JSON types a parameter's schema allows; empty: any (or it does not say)."""
     if not isinstance(schema, dict):
@@ -34,8 +41,8 @@ def schema_types(schema) -> set:
         return {kind}
     if isinstance(kind, list):
         return {k for k in kind if isinstance(k, str)}
-    values = schema.get("enum", [schema["const"]] if "const" in schema else None)
-    if isinstance(values, list) and values:
+    values = schema_values(schema)
+    if values:
         return {json_type(v) for v in values}
     out: set = set()
     for sub in (schema.get("anyOf") or []) + (schema.get("oneOf") or []):
