@@ -94,6 +94,19 @@ def test_kernel_cap_evicts_the_least_recently_used(tools):
     assert "kernel was shut down" in again.content and again.content.endswith("False")
 
 
+def test_a_live_kernel_does_not_wait_behind_another_start(tools):
+    """Starting a kernel holds the registry's guard for seconds; a session whose kernel is
+    already up must not queue behind it."""
+    a = tools.open_session("a")
+    execute(tools, "python", a, code="x = 41")
+
+    async def while_another_starts():
+        async with tools.kernels.guard:  # as a cold start of another session does
+            return await asyncio.wait_for(tools.execute("python", json.dumps({"code": "x + 1"}), a), 10)
+
+    assert tools.kernels_loop.run_until_complete(while_another_starts()).content == "42"
+
+
 def test_idle_sessions_are_reaped(tools):
     s = tools.open_session("idle")
     execute(tools, "python", s, code="1")

@@ -183,7 +183,10 @@ class Kernels:
         return Outcome(note + outcome.content, outcome.is_error) if note else outcome
 
     async def _kernel(self, session: Session) -> Kernel | Outcome:
-        async with self.guard:
+        kernel = self.live.get(session.key)
+        if kernel is not None and not self.closed:  # a live one: no wait behind another's start
+            return kernel
+        async with self.guard:  # starts and evictions, one at a time
             if self.closed:
                 return Outcome("error: the server is shutting down", True)
             kernel = self.live.get(session.key)
