@@ -135,6 +135,14 @@ def tool_server(tmp_path):
         yield running
 
 
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(predicate())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

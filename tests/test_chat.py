@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import pytest
 
-from conftest import KEY, sse_events
+from conftest import KEY, sse_events, wait_for
 from unsloth_min.core import ApiError, Finish, ReasoningDelta, ToolCallDelta, Usage
 
 CHAT = "/v1/chat/completions"
@@ -231,13 +230,6 @@ def read_until(s: socket.socket, marker: bytes, limit: int = 1 << 20) -> bytes:
     return data if marker in data else b""
 
 
-def _wait(predicate, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -248,8 +240,8 @@ def test_disconnect_cancels_generation(scripted_server, stream):
     if stream:
         assert read_until(s, b"data:")
     else:
-        assert _wait(lambda: engine.history)
+        assert wait_for(lambda: engine.history)
     s.close()
-    assert _wait(lambda: engine.cancelled == 1)
+    assert wait_for(lambda: engine.cancelled == 1)
     engine.enqueue(["next"])
     assert scripted_server.json("POST", CHAT, HELLO)[1]["choices"][0]["message"]["content"] == "next"

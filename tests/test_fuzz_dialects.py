@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
-from images import PIXEL, data_uri
 from conftest import KEY
+from fuzzing import FUZZ, report
+from images import PIXEL, data_uri
 from scripted import ScriptedEngine
 from unsloth_min.app import MAX_JSON_DEPTH, App, json_depth
 from unsloth_min.auth import Authenticator
@@ -26,9 +26,6 @@ from unsloth_min.core import ApiError, ChatRequest
 from unsloth_min.dialects import anthropic_messages, openai_chat, openai_responses
 from unsloth_min.http import Request, StreamResponse
 
-EXAMPLES = int(os.environ.get("UNSLOTH_MIN_FUZZ", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 TOOL = {"type": "function", "function": {"name": "f", "description": "d",
                                          "parameters": {"type": "object", "properties": {}}}}
@@ -159,11 +156,6 @@ def check_app(harness: Harness, path: str, body: bytes, stats: Counter) -> None:
         error = json.loads(data)["error"]
         assert error["type"] and error["message"]
     stats[f"status {status}"] += 1
-
-
-def report(capsys, name: str, stats: Counter) -> None:
-    with capsys.disabled():
-        print(f"\nfuzz {name}: {dict(sorted(stats.items()))}")
 
 
 @pytest.mark.parametrize("route", VALID)

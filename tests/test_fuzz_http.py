@@ -9,18 +9,15 @@ named (`for_h11`, `CHUNK_BWS`) and counted. The budget is `UNSLOTH_MIN_FUZZ` exa
 """
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 
 import h11
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
+from fuzzing import FUZZ, report
 from unsloth_min.http import HttpError, Limits, RequestParser
 
-EXAMPLES = int(os.environ.get("UNSLOTH_MIN_FUZZ", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 LIMITS = Limits(max_request_line=256, max_header_bytes=512, max_headers=16, max_body=256)
 STATUSES = {400, 413, 414, 417, 431, 501, 505}
 
@@ -163,11 +160,6 @@ def generated(draw) -> bytes:
 
 SOUP = st.lists(st.one_of(st.sampled_from(PIECES + NAMES + VALUES), st.binary(max_size=6)),
                 max_size=40).map(b"".join)
-
-
-def report(capsys, name: str, stats: Counter) -> None:
-    with capsys.disabled():
-        print(f"\nfuzz {name}: {dict(sorted(stats.items()))}")
 
 
 def test_fuzz_random_bytes(capsys):

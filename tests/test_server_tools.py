@@ -7,7 +7,7 @@ import time
 import anthropic
 import openai
 
-from conftest import KEY, sse_events
+from conftest import KEY, sse_events, wait_for
 from unsloth_min.core import Finish, ToolCallDelta, Usage
 
 CHAT = "/v1/chat/completions"
@@ -77,10 +77,7 @@ def test_stream_reports_tool_result_events_and_the_sdk_accumulates(tool_server):
     assert not any("tool_calls" in c["choices"][0]["delta"] for c in chunks if c["choices"])
     # no session_id: the request's kernel is gone after it
     tools = tool_server.app.tools
-    deadline = time.monotonic() + 10
-    while (tools.kernels.live or list(tools.root.glob("r-*"))) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not tools.kernels.live and not list(tools.root.glob("r-*"))
+    assert wait_for(lambda: not tools.kernels.live and not list(tools.root.glob("r-*")), 10)
 
     client = openai.OpenAI(base_url=tool_server.base_url + "/v1", api_key=KEY, max_retries=0)
     tool_server.engine.enqueue(python_call("print(6 * 7)"))

@@ -13,7 +13,7 @@ import select
 import socket
 import time
 
-from conftest import KEY, serve_scripted
+from conftest import KEY, serve_scripted, wait_for
 from rawhttp import Conn, exchange
 from unsloth_min.http import Limits
 
@@ -23,13 +23,6 @@ HEAD = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type:
 REQUEST = HEAD + b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY
 FAST = Limits(header_timeout=0.5, body_timeout=0.5, keepalive_timeout=0.5, write_timeout=0.3,
               max_connections=8)
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_slowloris_drip_gets_408_at_the_header_deadline():

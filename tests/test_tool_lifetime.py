@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import pytest
 
-from conftest import start_server_process
+from conftest import start_server_process, wait_for
 from test_tools import _processes_with
 
 MAIN = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripted_main.py")]
@@ -21,13 +20,6 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return predicate()
 
 
 def chat_ignoring_errors(server, text: str) -> None:

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import KEY, free_port
+from conftest import KEY, free_port, wait_for
 from unsloth_min.tools import Capped, ToolOptions, ToolRegistry, cap, session_folder_name
 from unsloth_min.tools.web_search import real_url
 
@@ -153,10 +153,7 @@ def test_bash_fork_bomb_is_contained(tools):
     start = time.monotonic()
     out = execute(tools, "bash", s, command="bomb_x9(){ bomb_x9 | bomb_x9 & }; bomb_x9; sleep 9")
     assert time.monotonic() - start < 3.0 + 5 and out.is_error
-    deadline = time.monotonic() + 5
-    while _processes_with("bomb_x9") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _processes_with("bomb_x9")
+    assert wait_for(lambda: not _processes_with("bomb_x9"))
 
 
 def test_bash_timeout_kills_the_group(tools):
