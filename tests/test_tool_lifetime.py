@@ -9,17 +9,9 @@ import threading
 import pytest
 
 from conftest import start_server_process, wait_for
-from test_tools import _processes_with
+from procs import alive, processes_with
 
 MAIN = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripted_main.py")]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def chat_ignoring_errors(server, text: str) -> None:
@@ -45,10 +37,10 @@ def test_no_tool_process_outlives_the_server(tmp_path, sig):
         assert alive(kernel)
         in_flight = threading.Thread(target=chat_ignoring_errors, args=(server, f"bash:{marker}"), daemon=True)
         in_flight.start()
-        assert wait_for(lambda: _processes_with(marker), 10)
+        assert wait_for(lambda: processes_with(marker), 10)
         server.proc.send_signal(sig)
         assert server.proc.wait(30) == 0
-        assert wait_for(lambda: not alive(kernel) and not _processes_with(marker), 5)
+        assert wait_for(lambda: not alive(kernel) and not processes_with(marker), 5)
         assert not list((tmp_path / "kernels").glob("*.json"))  # connection files removed too
         log = open(server.log, errors="replace").read()
         assert "Traceback" not in log and "ERROR" not in log, log

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import KEY, free_port, wait_for
+from procs import processes_with
 from unsloth_min.tools import Capped, ToolOptions, ToolRegistry, cap, session_folder_name
 from unsloth_min.tools.web_search import real_url
 
@@ -128,24 +128,9 @@ def test_bash_output_capped_env_scrubbed_and_jobs_killed(tools, monkeypatch):
     start = time.monotonic()
     bg = execute(tools, "bash", s, command="sleep 77.5 & echo started")
     assert time.monotonic() - start < 2 and bg.content.startswith("started")
-    assert not _processes_with("sleep 77.5")  # no background job outlives its call
+    assert not processes_with("sleep 77.5")  # no background job outlives its call
     fail = execute(tools, "bash", s, command="echo oops >&2; exit 3")
     assert fail.is_error and fail.content == "oops\n[exit code 3]"
-
-
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmd and state != "Z":
-            found.append(int(pid))
-    return found
 
 
 def test_bash_fork_bomb_is_contained(tools):
@@ -153,7 +138,7 @@ def test_bash_fork_bomb_is_contained(tools):
     start = time.monotonic()
     out = execute(tools, "bash", s, command="bomb_x9(){ bomb_x9 | bomb_x9 & }; bomb_x9; sleep 9")
     assert time.monotonic() - start < 3.0 + 5 and out.is_error
-    assert wait_for(lambda: not _processes_with("bomb_x9"))
+    assert wait_for(lambda: not processes_with("bomb_x9"))
 
 
 def test_bash_timeout_kills_the_group(tools):
@@ -161,7 +146,7 @@ def test_bash_timeout_kills_the_group(tools):
     start = time.monotonic()
     out = execute(tools, "bash", s, command="sleep 66.5; echo never")
     assert 2.9 < time.monotonic() - start < 6 and "ran past the 3 s limit" in out.content
-    assert not _processes_with("sleep 66.5")
+    assert not processes_with("sleep 66.5")
 
 
 # ---- web_search against a local stand-in -------------------------------------------------------
