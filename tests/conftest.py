@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import http.server
 import json
 import os
 import signal
@@ -133,6 +134,19 @@ def tool_server(tmp_path):
     tools = ToolRegistry(ToolOptions(home=tmp_path, timeout=3.0, max_kernels=4))
     with serve_app(App("scripted", Authenticator(None, [KEY]), engine, tools=tools), engine) as running:
         yield running
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[http.server.BaseHTTPRequestHandler]):
+    """A local stand-in web server on 127.0.0.1 (an image host, a search engine): its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def wait_for(predicate, timeout: float = 5.0) -> bool:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import threading
 
 import pytest
 
-from conftest import sse_events, start_server_process, stop_server_process
+from conftest import serve_http, sse_events, start_server_process, stop_server_process
 from images import GRADIENT, INVERSE, PIXEL, data_uri
 
 pytest.importorskip("gguf")
@@ -51,11 +50,8 @@ def image_url():
             self.send_header("Content-Length", str(len(GRADIENT)))
             self.end_headers()
             self.wfile.write(GRADIENT)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/gradient.png"
-    server.shutdown()
-    server.server_close()
+    with serve_http(Handler) as url:
+        yield url + "/gradient.png"
 
 
 def chat(server, *images: str, **extra) -> dict:

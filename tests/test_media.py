@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import http.server
-import threading
 import time
 
 import pytest
 
+from conftest import serve_http
 from images import GRADIENT, PIXEL, data_uri
 from unsloth_min import media
 from unsloth_min.core import ApiError, Image, Message, Text
@@ -154,13 +154,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def image_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(Handler) as url:
+        yield url
 
 
 def test_fetch(image_server):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from conftest import KEY, free_port, wait_for
+from conftest import KEY, free_port, serve_http, wait_for
 from procs import processes_with
 from unsloth_min.tools import Capped, ToolOptions, ToolRegistry, cap, session_folder_name
 from unsloth_min.tools.web_search import real_url
@@ -183,11 +182,8 @@ class StandIn(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stand_in():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(StandIn) as url:
+        yield url
 
 
 def test_web_search_duckduckgo_and_searxng(tools, stand_in):
