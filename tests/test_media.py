@@ -87,9 +87,6 @@ def test_anthropic_image_blocks():
     raises_400(lambda: parse({"type": "base64", "media_type": "image/png", "data": not_image}),
                "messages[0].content[0].source.data")
     raises_400(lambda: parse({"type": "url", "url": "gopher://x"}), "messages[0].content[0].source.url")
-    err = raises_400(lambda: parse({"type": "base64", "media_type": "image/jpeg", "data": b64}),
-                     "messages[0].content[0].source.media_type")  # a PNG declared as JPEG
-    assert "image/png" in err.message
 
 
 def test_responses_input_image():
