@@ -151,6 +151,8 @@ def _image(b: dict, path: str):
     if media not in IMAGE_TYPES:
         raise bad_request(f"Invalid value for '{path}.source.media_type': {media!r} is not one of "
                           f"{', '.join(IMAGE_TYPES)}.", param=f"{path}.source.media_type")
+    # the declared type must be one Anthropic names; what the image is comes from its bytes (as
+    # for a chat data: URI), so a mislabelled file still works
     return image_from_base64(get_str(src, "data", path=f"{path}.source", required=True),
                              f"{path}.source.data")
 
