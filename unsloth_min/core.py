@@ -141,6 +141,11 @@ class ChatRequest:
     session_id: str | None = None
     max_tool_calls: int | None = None  # None → the server's --max-tool-calls
 
+    @property
+    def offered_tools(self) -> list[Tool]:
+        """The client tools the model is shown and may call (`tool_choice: none` hides them)."""
+        return self.tools if self.tool_choice != "none" else []
+
 
 # ---- events --------------------------------------------------------------------------------------
 @dataclass(frozen=True)

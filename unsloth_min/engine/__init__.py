@@ -149,6 +149,7 @@ class Engine:
                 raise
         self.tool_format = detect_tool_format(self.template.source)  # None: we describe tools
         self.think_format = detect_think_format(self.template.source)
+        self.call_format = self.tool_format or HERMES  # the template's, or the one we describe
         self.special = self._marker_tokens()
         self.scheduler = Scheduler(self.model, opts.max_queue)
         self._mailboxes: dict[asyncio.AbstractEventLoop, Mailbox] = {}
@@ -159,7 +160,7 @@ class Engine:
 
     def _marker_tokens(self) -> frozenset:
         """Markers that are control tokens (e.g. `[TOOL_CALLS]`, `[ARGS]`) must reach the parser as text."""
-        fmt, think = self.tool_format or HERMES, self.think_format
+        fmt, think = self.call_format, self.think_format
         out = set()
         for marker in fmt.markers + (think.open, think.close):
             ids = self.model.tokenize(marker, special=True) if marker else []
@@ -186,7 +187,7 @@ class Engine:
         if marker is None and images_of(req):
             log.warning("this model has no vision projector: the request's images are dropped")
         thinking = self.reasoning if req.enable_thinking is None else req.enable_thinking
-        offered = req.tools if req.tool_choice != "none" else []
+        offered = req.offered_tools
         if self.tool_format is None:
             shown = replace(req, messages=prepare_messages(req.messages, offered), tools=[])
         else:
@@ -197,8 +198,8 @@ class Engine:
         """(prompt tokens, image chunks by start, output parser, grammar or None)."""
         text, prefill = self.render_parts(req)
         thinking = starts_thinking(text, prefill, self.think_format)
-        calling = bool(req.tools) and req.tool_choice != "none"
-        fmt = self.tool_format or HERMES
+        calling = bool(req.offered_tools)
+        fmt = self.call_format
         parser = OutputParser(fmt if calling else None, self.think_format, thinking,
                               req.parallel_tool_calls, {t.name: t.parameters for t in req.tools})
         prompt, media = self.build_prompt(req, text + prefill)

@@ -305,7 +305,7 @@ def build_grammar(req: ChatRequest, fmt: ToolFormat, think: ThinkFormat,
                   thinking: bool) -> Grammar | None:
     """The grammar for `req` (None: decode freely). `fmt` is the format calls are written in."""
     rules, alts, preambles = Rules(), [], []
-    calling = bool(req.tools) and req.tool_choice != "none"
+    calling = bool(req.offered_tools)
     forced = calling and req.tool_choice in ("required", "function")
     if calling and allowed_tools(req):
         alts.append(calls_rule(rules, allowed_tools(req), fmt, req.parallel_tool_calls))
