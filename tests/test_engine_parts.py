@@ -118,10 +118,10 @@ def test_control_token_markers_reach_the_parser_as_text():
     ids = {"[TOOL_CALLS]": 5, "[ARGS]": 6, "[CALL_ID]": 7, "[THINK]": 8, "[/THINK]": 9}
     model = SimpleNamespace(tokenize=lambda text, special: [ids[text]] if text in ids else [1, 2],
                             piece=lambda token: b"")
-    engine = SimpleNamespace(tool_format=MISTRAL_ARGS, think_format=ThinkFormat("[THINK]", "[/THINK]"),
+    engine = SimpleNamespace(call_format=MISTRAL_ARGS, think_format=ThinkFormat("[THINK]", "[/THINK]"),
                              model=model)
     assert Engine._marker_tokens(engine) == {5, 6, 7, 8, 9}
-    engine.tool_format = MISTRAL
+    engine.call_format = MISTRAL
     assert Engine._marker_tokens(engine) == {5, 8, 9}
 
 
