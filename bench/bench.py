@@ -35,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from unsloth_min.engine import embedded_model_path  # noqa: E402
+from unsloth_min.engine.bufts import choose  # noqa: E402
 from unsloth_min.engine.model import usable_cores  # noqa: E402
 
 KEY = "sk-unsloth-" + "b" * 32
@@ -136,6 +137,13 @@ class InProcess:
 
     def __init__(self, model: str, args):
         import llama_cpp
+        placement, default = choose("auto", model, False), llama_cpp.llama_cpp.llama_model_default_params
+
+        def params():  # the weight placement ours chooses (AMX machines crash without it)
+            mp = default()
+            placement.apply(mp)
+            return mp
+        llama_cpp.llama_cpp.llama_model_default_params = params
         self.llm = llama_cpp.Llama(model, n_ctx=args.ctx, n_threads=args.threads,
                                    n_threads_batch=args.threads, n_batch=512, verbose=False)
 
@@ -255,9 +263,11 @@ def main() -> None:
                                           "--api-key", KEY, "--log-level", "info", "-c", str(args.ctx),
                                           *threads]}
     if args.llama_server:  # its -c is the total, split into per-slot streams: the same KV layout as ours
+        # on AMX machines its extra buffers crash too: --no-repack turns them all off
+        repack = [] if choose("auto", model, False).mode == "on" else ["--no-repack"]
         commands["llama-server"] = lambda p: [args.llama_server, "-m", model, "--port", str(p),
                                               "--api-key", KEY, "--jinja", "--no-kv-unified",
-                                              "-c", str(args.ctx * args.parallel), *threads]
+                                              "-c", str(args.ctx * args.parallel), *threads, *repack]
     print(f"model {os.path.basename(model)}, {args.threads} threads, ctx {args.ctx}, {args.parallel} slots, "
           f"{args.tokens} tokens per stream, median of {args.runs}", flush=True)
     targets = {}

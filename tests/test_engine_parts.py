@@ -211,6 +211,27 @@ def test_default_context_shrinks_to_the_memory_an_explicit_one_is_kept(monkeypat
     explicit.close()
 
 
+@pytest.mark.model
+def test_with_layers_on_a_gpu_the_default_context_fits_its_memory(monkeypatch, caplog):
+    """-ngl puts the KV cache in VRAM: the GPUs' free memory decides, not the RAM (a GPU build
+    is stood in for: this machine has none)."""
+    from unsloth_min.engine import embedded_model_path
+    from unsloth_min.engine import model as M
+
+    path = embedded_model_path()
+    probe = M.Model(M.ModelParams(path, n_ctx=512))
+    per_token = probe.kv_bytes_per_token()
+    probe.close()
+    monkeypatch.setattr(M.C, "llama_supports_gpu_offload", lambda: True)
+    monkeypatch.setattr(M.bufts, "gpu_free_memory", lambda: per_token * 4 * 2000)  # 1000 a slot
+    gpu = M.Model(M.ModelParams(path))
+    assert gpu.offloading and gpu.n_ctx == 768 and "of free GPU memory" in caplog.text
+    gpu.close()
+    cpu = M.Model(M.ModelParams(path, n_gpu_layers=0))  # -ngl 0: the cache is in RAM
+    assert not cpu.offloading and cpu.n_ctx == cpu.n_ctx_train
+    cpu.close()
+
+
 def test_integer_ranges_match_exactly_their_numbers():
     """The GBNF digit runs for a..b, read as a regex, match a number iff it is within a..b."""
     import random

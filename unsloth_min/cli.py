@@ -7,9 +7,11 @@ the rest, shuts every tool process down and frees the model. The one key minted 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
+import socket
 import sys
 
 from .app import App
@@ -22,6 +24,7 @@ from .guard import Guard, check_bind
 from .http import HttpServer
 from .tools import ToolOptions, ToolRegistry
 from .media import MediaLimits
+from .supervisor import Supervisor, listen, say_ready
 
 log = logging.getLogger("unsloth_min")
 SHUTDOWN_GRACE = 5.0  # seconds an in-flight response gets after SIGTERM before it is cancelled
@@ -37,7 +40,8 @@ def engine_options(cfg: Config) -> EngineOptions:
     return EngineOptions(
         model_path=path, model_id=cfg.alias or stem,
         params=ModelParams(path=path, n_ctx=cfg.ctx_size, n_parallel=cfg.parallel,
-                           n_gpu_layers=cfg.n_gpu_layers, n_threads=cfg.threads),
+                           n_gpu_layers=cfg.n_gpu_layers, n_threads=cfg.threads,
+                           extra_bufts=cfg.extra_bufts),
         defaults=Sampling(temperature=cfg.temp, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
                           max_tokens=cfg.max_tokens),
         reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue,
@@ -51,15 +55,16 @@ def tool_options(cfg: Config) -> ToolOptions:
 
 
 async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
-                make_engine=Engine) -> None:
-    """Serve until SIGINT/SIGTERM. `make_engine(EngineOptions)` builds the engine (tests script it)."""
+                make_engine=Engine, sock: socket.socket | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, on `sock` if given. `make_engine(EngineOptions)` builds the
+    engine (tests script it)."""
     opts = engine_options(cfg)
     tools = ToolRegistry(tool_options(cfg))
     app = App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls,
               media=MediaLimits(max_images=cfg.max_images),
               guard=Guard.for_bind(cfg.host, cfg.allowed_host, cfg.cors_origin))
     server = HttpServer(app.handle, error_response=app.error_response, screen=app.screen)
-    await server.start(cfg.host, cfg.port)
+    await server.start(cfg.host, cfg.port, sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,6 +73,7 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
     try:
         app.engine = await asyncio.to_thread(make_engine, opts)
         banner(cfg, server, app.engine, new_key)
+        say_ready(cfg.ready_fd)
         await stop.wait()
     finally:
         log.info("shutting down")
@@ -80,14 +86,16 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
 
 def banner(cfg: Config, server, engine: Engine, new_key: str | None) -> None:
     host = f"[{server.host}]" if ":" in server.host else server.host
-    hint = "key: the one printed above" if new_key else "keys: python -m unsloth_min keys list"
+    hint = "key: the one printed above" if new_key or cfg.key_shown else "keys: python -m unsloth_min keys list"
     vision = f", vision: {os.path.basename(cfg.mmproj)}" if cfg.mmproj else ""
     print(f"unsloth_min: serving {engine.model_id} on http://{host}:{server.port}/v1 "
           f"(ctx {engine.n_ctx}, {cfg.parallel} slots, {engine.model.n_threads} threads{vision}; "
           f"{hint})", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, child: list[str] | None = None) -> int:
+    """The supervisor (binds the port, mints a first key, runs the server as its child), or,
+    given the supervisor's socket, the server itself. `child`: the server's command (tests)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keys"]:
         return keys_command(argv[1:], default_home())
@@ -95,14 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = KeyStore(default_home())
-    new_key = ensure_key(store, cfg.api_key)
-    if new_key:
-        print(f"unsloth_min: created your API key (shown only once, stored hashed in "
-              f"{default_home()}):\n\n    {new_key}\n", flush=True)
     try:
-        check_bind(cfg.host, has_key=any(cfg.api_key) or not store.is_empty())
-        asyncio.run(serve(cfg, Authenticator(store, cfg.api_key), new_key))
+        if cfg.listen_fd is None:
+            return supervise(cfg, argv, store, child)
+        faulthandler.enable()  # a fault inside llama.cpp: where, on stderr; the supervisor says why
+        sock = socket.socket(fileno=cfg.listen_fd)
+        asyncio.run(serve(cfg, Authenticator(store, cfg.api_key), sock=sock))
     except (OSError, RuntimeError) as e:  # a missing model file, a busy port, a failed load
         print(f"unsloth_min: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def supervise(cfg: Config, argv: list[str], store: KeyStore, child: list[str] | None) -> int:
+    new_key = ensure_key(store, cfg.api_key)
+    if new_key:
+        print(f"unsloth_min: created your API key (shown only once, stored hashed in "
+              f"{default_home()}):\n\n    {new_key}\n", flush=True)
+    check_bind(cfg.host, has_key=any(cfg.api_key) or not store.is_empty())
+    with listen(cfg.host, cfg.port) as sock:
+        return Supervisor(argv + (["--key-shown"] if new_key else []), sock, cfg.restart,
+                          child).run()

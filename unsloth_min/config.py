@@ -9,6 +9,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from .agent import DEFAULT_MAX_CALLS
+from .engine.bufts import MODES as BUFT_MODES
 from .media import MAX_IMAGES
 from .tools import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
 
@@ -24,6 +25,7 @@ class Config:
     parallel: int = 4
     n_gpu_layers: int = -1
     threads: int = 0                # 0 → the cores this process may use
+    extra_bufts: str = "auto"       # llama.cpp's extra weight buffer types (engine/bufts.py)
     reasoning: str = "on"
     temp: float | None = None
     top_p: float | None = None
@@ -44,6 +46,10 @@ class Config:
     session_idle: float = SESSION_IDLE_S
     allowed_host: list[str] = field(default_factory=list)  # extra Host names (DNS rebinding)
     cors_origin: list[str] = field(default_factory=list)  # origins browsers may call us from
+    restart: int = 0                # crashes survived by starting a new server process
+    key_shown: bool = False         # (child) the supervisor printed a newly minted key
+    listen_fd: int | None = None    # (child) the supervisor's listening socket
+    ready_fd: int | None = None     # (child) where to say "ready"
 
 
 def _positive(kind):
@@ -77,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="layers to offload to the GPU (default -1: all that fit; needs a CUDA/Metal build)")
     a("-t", "--threads", type=_positive(int), default=d.threads,
       help="CPU threads (default: the cores this process may use)")
+    a("--extra-bufts", choices=BUFT_MODES, default=d.extra_bufts,
+      help="llama.cpp's extra CPU weight buffers: on (AMX and CPU_REPACK, llama.cpp's default), "
+           "off, repack (CPU_REPACK only), auto (default: on, but repack where the CPU has AMX, "
+           "whose kernels crash llama.cpp)")
     a("--reasoning", choices=("on", "off"), default=d.reasoning,
       help="default for thinking when a request does not say (default %(default)s)")
     a("--temp", type=_positive(float), default=d.temp, help="default temperature (llama.cpp: 0.8)")
@@ -100,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cors-origin", action="append", default=[], metavar="ORIGIN",
       help="let browser pages from ORIGIN (e.g. http://localhost:3000) call the API "
            "(repeatable; '*' for any origin; default: CORS off)")
+    a("--restart", type=_positive(int), default=d.restart, metavar="N",
+      help="when a fault inside llama.cpp kills the server process, start a new one, up to N "
+           "times (default %(default)s: report the cause and exit)")
+    for hidden in ("--listen-fd", "--ready-fd"):  # set by the supervisor for its child
+        a(hidden, type=int, default=None, help=argparse.SUPPRESS)
+    a("--key-shown", action="store_true", help=argparse.SUPPRESS)
     add_tool_flags(p, d)
     return p
 

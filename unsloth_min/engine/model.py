@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import llama_cpp as C
 
+from . import bufts
+
 log = logging.getLogger("unsloth_min.engine")
 
 
@@ -26,6 +28,7 @@ class ModelParams:
     n_gpu_layers: int = -1    # -1 → every layer that fits (llama.cpp offloads all; CPU builds ignore it)
     n_threads: int = 0        # 0 → the cores this process may use
     n_batch: int = 512        # tokens per llama_decode (prompt chunks + one token per running seq)
+    extra_bufts: str = "auto"  # bufts.MODES: llama.cpp's extra weight buffer types (AMX, CPU_REPACK)
 
 
 def usable_cores() -> int:
@@ -37,6 +40,7 @@ def usable_cores() -> int:
 
 
 GIB = 1 << 30
+WARM_UP_TOKENS = 8  # a batch long enough to take llama.cpp's batched (prompt) kernels
 
 
 def available_memory() -> int | None:
@@ -85,6 +89,9 @@ class Model:
         self.params = params
         mp = C.llama_model_default_params()
         mp.n_gpu_layers = 999 if params.n_gpu_layers < 0 else params.n_gpu_layers
+        self.offloading = bool(C.llama_supports_gpu_offload()) and params.n_gpu_layers != 0
+        self.placement = bufts.choose(params.extra_bufts, params.path, self.offloading)
+        self.placement.apply(mp)
         self.model = C.llama_model_load_from_file(params.path.encode(), mp)
         if not self.model:
             raise RuntimeError(f"could not load model {params.path}")
@@ -106,6 +113,28 @@ class Model:
         # microseconds with the caches cold from the decode), so each answer is kept
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._eog: dict[int, bool] = {}
+        try:
+            self.warm_up()
+        except Exception:
+            self.close()
+            raise
+
+    def warm_up(self) -> None:
+        """Decode a short batch, then one token, and forget them (llama-server does one too): a
+        kernel that fails on this machine fails here, at start, not on a user's request. A batch
+        of several tokens takes the prompt path (the AMX kernels crash there), one the decode path."""
+        text = "The warm-up decode checks that this machine runs the model."
+        tokens = self.tokenize(text, add_bos=self.add_bos)[:WARM_UP_TOKENS]
+        arr = (C.llama_token * len(tokens))(*tokens)
+        for n, start in ((len(tokens) - 1, 0), (1, len(tokens) - 1)):
+            rc = C.llama_decode(self.ctx, C.llama_batch_get_one(
+                ctypes.cast(ctypes.byref(arr, start * ctypes.sizeof(C.llama_token)),
+                            ctypes.POINTER(C.llama_token)), n))
+            if rc != 0:
+                raise RuntimeError(f"the warm-up decode failed (llama_decode returned {rc}) with "
+                                   f"--extra-bufts {self.placement.mode}: try --extra-bufts off"
+                                   + (" or -ngl 0" if self.offloading else ""))
+        C.llama_memory_clear(self.memory, True)
 
     def kv_bytes_per_token(self) -> int:
         """An estimate of one KV cell (f16 K and V on every layer), from the model's shape."""
@@ -116,21 +145,24 @@ class Model:
     def _fit_kv(self, params: ModelParams, n_ctx: int) -> int:
         """The context per sequence, shrunk when the default (the training context) would give
         a KV cache beyond half the available memory (a big model's 128k × 4 slots is tens of
-        GiB); an explicit --ctx-size is kept, with a warning when it looks too big."""
+        GiB); an explicit --ctx-size is kept, with a warning when it looks too big. With layers
+        on a GPU the cache is there too: the GPUs' free memory counts (the weights are loaded)."""
         per_token = self.kv_bytes_per_token()
         need = per_token * n_ctx * params.n_parallel
-        avail = available_memory()
+        vram = bufts.gpu_free_memory() if self.offloading else None
+        avail = vram if vram is not None else available_memory()
+        where = "of free GPU memory" if vram is not None else "of available RAM"
         if avail and need > avail // 2 and not params.n_ctx:
             fit = (avail // 2) // (per_token * params.n_parallel) // 256 * 256
             fit = max(min(fit, n_ctx), 512)
             log.warning("the training context %d x %d slots needs a %.1f GiB KV cache, more than "
-                        "half the %.1f GiB available: using %d tokens per sequence (choose with "
+                        "half the %.1f GiB %s: using %d tokens per sequence (choose with "
                         "-c/--ctx-size and -np/--parallel)", n_ctx, params.n_parallel, need / GIB,
-                        avail / GIB, fit)
+                        avail / GIB, where, fit)
             return fit
         if avail and need > avail:
             log.warning("the KV cache for -c %d x %d slots needs %.1f GiB, more than the %.1f GiB "
-                        "available", n_ctx, params.n_parallel, need / GIB, avail / GIB)
+                        "%s", n_ctx, params.n_parallel, need / GIB, avail / GIB, where)
         log.info("KV cache: %d slots x %d tokens, about %.2f GiB", params.n_parallel, n_ctx,
                  need / GIB)
         return n_ctx
