@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from procs import children
 from scripted import ScriptedEngine
 from unsloth_min.app import App
 from unsloth_min.auth import Authenticator
@@ -42,6 +43,13 @@ class Running:
     loop: object = None
     proc: object = None
     log: str | None = None
+
+    @property
+    def server_pid(self) -> int:
+        """The server process itself: the supervisor's child (`proc` is the supervisor)."""
+        kids = children(self.proc.pid)
+        assert len(kids) == 1, f"the supervisor {self.proc.pid} has children {kids}"
+        return kids[0]
 
     @property
     def base_url(self) -> str:
@@ -169,29 +177,39 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start_server_process(tmp_home: str, *args: str, main: list[str] | None = None) -> Running:
-    """`python -m unsloth_min ARGS` (or `python MAIN… ARGS`) on a free port, once healthy."""
+def launch_server_process(tmp_home: str, *args: str, main: list[str] | None = None,
+                          env: dict | None = None) -> Running:
+    """`python -m unsloth_min ARGS` (or `python MAIN… ARGS`) on a free port, started, not waited for."""
     port = free_port()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, first
-    env = dict(os.environ, UNSLOTH_MIN_HOME=tmp_home, PYTHONUNBUFFERED="1",
+    env = dict(os.environ, UNSLOTH_MIN_HOME=tmp_home, PYTHONUNBUFFERED="1", **(env or {}),
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     # a file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server
     log = open(os.path.join(tmp_home, "server.log"), "wb")
     proc = subprocess.Popen([sys.executable, *(main or ["-m", "unsloth_min"]), "-p", str(port),
                              "--api-key", KEY, *args], env=env, stdout=log,
                             stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-    running = Running("127.0.0.1", port, KEY, proc=proc, log=log.name)
+    return Running("127.0.0.1", port, KEY, proc=proc, log=log.name)
+
+
+def healthy(running: Running) -> bool:
+    try:
+        return running.request("GET", "/health", key=False, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def start_server_process(tmp_home: str, *args: str, main: list[str] | None = None) -> Running:
+    """`launch_server_process`, once healthy."""
+    running = launch_server_process(tmp_home, *args, main=main)
     deadline = time.time() + 120
     while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {open(log.name, errors='replace').read()}")
-        try:
-            if running.request("GET", "/health", key=False, timeout=2)[0] == 200:
-                return running
-        except OSError:
-            pass
+        if running.proc.poll() is not None:
+            raise RuntimeError(f"server exited: {open(running.log, errors='replace').read()}")
+        if healthy(running):
+            return running
         time.sleep(0.2)
-    proc.kill()
+    running.proc.kill()
     raise RuntimeError("server did not become healthy")
 
 

@@ -25,3 +25,12 @@ def processes_with(marker: str) -> list[int]:
         if marker in cmd and alive(int(pid)):
             found.append(int(pid))
     return found
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (every thread's), as /proc lists them."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            found += [int(c) for c in f.read().split()]
+    return found

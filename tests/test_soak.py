@@ -102,7 +102,7 @@ def test_soak_scripted():
 def test_soak_real_model(tmp_path):
     running = start_server_process(str(tmp_path), "--max-tokens", "16")  # default flags
     try:
-        figures, _, _ = soak_and_check(running, running.proc.pid, idle=200, timeout=900,
+        figures, _, _ = soak_and_check(running, running.server_pid, idle=200, timeout=900,
                                        requests=int(os.environ[SOAK_ENV]), rss_slack_kb=64 * 1024)
         assert figures.requests == int(os.environ[SOAK_ENV])
     finally:

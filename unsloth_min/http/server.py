@@ -86,8 +86,12 @@ class HttpServer:
         self._stopping = False
         self._stopped = asyncio.Event()
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._on_connect, host, port)
+    async def start(self, host: str, port: int, sock=None) -> None:
+        """Listen on host:port, or on `sock`, an already listening socket (the supervisor's)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._on_connect, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._on_connect, host, port)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         log.info("listening on http://%s:%d", self.host, self.port)
 
