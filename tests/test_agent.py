@@ -145,7 +145,9 @@ def test_unknown_tool_is_reported_and_counted():
     assert over.content.startswith("not run: the limit of 1") and not tools.calls
 
 
-def test_plain_answer_is_one_round_and_a_cut_off_call_is_not_run():
+def test_plain_answer_is_one_round_and_a_cut_off_call_is_reported_not_run():
+    """A call cut off by max_tokens is not run, but it reaches the client: the 9 output tokens
+    it took are delivered (issue: a stream with output tokens and no content block)."""
     engine = ScriptedEngine()
     engine.enqueue(["just text"])
     events, _ = run(engine, request())
@@ -153,6 +155,9 @@ def test_plain_answer_is_one_round_and_a_cut_off_call_is_not_run():
     engine.enqueue([call(0, "python", '{"code": "pri'), Finish("length", Usage(7, 9))])
     events, tools = run(engine, request())
     assert events[-1].reason == "length" and not tools.calls
+    shown = [ev for ev in events if isinstance(ev, ToolExecuted)]
+    assert [(ev.call.name, ev.call.arguments) for ev in shown] == [("python", '{"code": "pri')]
+    assert shown[0].result.is_error and shown[0].result.content == agent.CUT_OFF
 
 
 def test_context_overflow_in_a_later_round_ends_with_length():

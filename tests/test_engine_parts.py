@@ -2,6 +2,8 @@
 tool/thinking formats read from templates."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from unsloth_min.core import ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult
@@ -159,7 +161,6 @@ def test_tools_without_a_template_format_become_hermes_text():
 def test_mailbox_carries_worker_events_into_the_loop_in_order():
     """The worker's way into the event loop: events posted from another thread, in bursts, all
     arrive, in order, each in its own queue; a closed mailbox stops writing (its fds are gone)."""
-    import asyncio
     import threading
 
     from unsloth_min.engine import Mailbox
@@ -254,3 +255,25 @@ def test_integer_ranges_match_exactly_their_numbers():
     bounded = regex(integer_range({"minimum": -12, "exclusiveMaximum": 7.5}))
     assert [x for x in range(-40, 40) if bounded.fullmatch(str(x))] == list(range(-12, 8))
     assert integer_range({"type": "integer"}) is None and integer_range({"minimum": 3, "maximum": 2}) is None
+
+
+def test_output_the_parser_kept_whole_is_given_back_as_text():
+    """Output tokens counted are output delivered: an opened call list cut off before any call
+    (an input the parser keeps whole) comes back as text, and plain text is untouched."""
+    from types import SimpleNamespace
+
+    from unsloth_min.core import Finish, TextDelta, Usage
+    from unsloth_min.engine import parsed
+    from unsloth_min.engine.output import OutputParser
+
+    async def run(pieces):
+        queue = asyncio.Queue()
+        for piece in pieces:
+            queue.put_nowait(TextDelta(piece))
+        queue.put_nowait(Finish("length", Usage(5, len(pieces))))
+        return [ev async for ev in parsed(queue, OutputParser(MISTRAL), SimpleNamespace(stop=False))]
+
+    cut = asyncio.run(run(["[TOOL_CALLS]", "["]))
+    assert cut[:-1] == [TextDelta("[TOOL_CALLS][")] and cut[-1].reason == "length"
+    plain = asyncio.run(run(["Hello", " there"]))
+    assert "".join(ev.text for ev in plain[:-1]) == "Hello there"

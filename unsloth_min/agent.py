@@ -15,9 +15,12 @@ rounds are `auto`. At most `max_calls` server calls run per request (flag `--max
 request's `max_tool_calls` may lower it); after the last allowed call the model answers with
 `tool_choice: none` (the tool list stays the same, so the prompt prefix is reused). A round with a
 client tool call ends the loop with `finish_reason: tool_calls`, as without server tools (server
-calls of that same round still run and are reported). Usage sums every round: prompt, cached and
-completion tokens are what the engine really processed for this request (as OpenAI counts the
-internal calls of hosted tools); `max_tokens` caps each round.
+calls of that same round still run and are reported). A round cut off by `max_tokens` ends the
+loop with `length`; its server calls are reported as not run, never dropped: every call the
+model wrote reaches the client, run or not (output tokens counted are output delivered).
+Usage sums every round: prompt, cached and completion tokens are what the engine really
+processed for this request (as OpenAI counts the internal calls of hosted tools); `max_tokens`
+caps each round.
 
 Does not: run tools (tools/), or parse the model's output into calls (the engine does).
 """
@@ -33,6 +36,7 @@ from .core import (ApiError, ChatRequest, Event, Finish, Message, Reasoning, Rea
 from .tools import TOOLS, Session, ToolRegistry
 
 DEFAULT_MAX_CALLS = 10
+CUT_OFF = "not run: the token limit (max_tokens) cut the call off before its arguments were complete"
 
 
 def forced_server_tool(req: ChatRequest) -> str | None:
@@ -148,7 +152,10 @@ class Loop:
                 return
             self.usage = add_usage(self.usage, rnd.finish.usage)
             server = rnd.tool_calls(client=False)
-            if not server or rnd.finish.reason == "length":  # a cut-off call has broken arguments
+            if rnd.finish.reason == "length":  # a cut-off call has broken arguments: not run,
+                for call in server:  # but reported, as every server call the model wrote is
+                    yield self.record(call, ToolResult(call.id, CUT_OFF, call.name, is_error=True))
+            if not server or rnd.finish.reason == "length":
                 yield Finish(rnd.finish.reason, self.usage, rnd.finish.stop_sequence)
                 return
             ran = False

@@ -260,22 +260,31 @@ class Engine:
 
 
 async def parsed(queue: asyncio.Queue, parser: OutputParser, seq: Sequence) -> AsyncIterator[Event]:
-    """The worker's events with its text run through `parser`, up to and including Finish."""
-    thinking_tokens = 0
+    """The worker's events with its text run through `parser`, up to and including Finish.
+    Output tokens counted are output delivered: text the parser kept whole (an opened call that
+    never became one, cut off) is given back as text at the end, as any non-call is."""
+    thinking_tokens, delivered, raw = 0, False, []
     while True:
         ev = await queue.get()
         if isinstance(ev, Exception):
             raise ev
         if isinstance(ev, TextDelta):
             if parser.passthrough:  # the common case: plain answer text, no per-token work
+                delivered = True
                 yield ev
                 continue
             thinking_tokens += parser.state == "think"
+            if not delivered:
+                raw.append(ev.text)
             for out in parser.push(ev.text):
+                delivered = True
                 yield out
             seq.stop = parser.repeating  # the calls began to repeat: the answer is complete
         elif isinstance(ev, Finish):
-            for out in parser.close():
+            rest = parser.close()
+            if not delivered and not rest and "".join(raw).strip():
+                rest = [TextDelta("".join(raw))]
+            for out in rest:
                 yield out
             yield finished(ev, parser, thinking_tokens)
             return
