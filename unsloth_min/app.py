@@ -1,14 +1,17 @@
 """The application: routes, keys, JSON vs SSE, and errors in each dialect's shape.
 
-Strategy: a plain route table maps (method, path) to a handler. A chat route reads the JSON body,
-lets its dialect parse it into a `ChatRequest`, pulls the engine's first event (`Started`) before
-committing to a status — so a bad request or an over-long prompt is still a clean 4xx — then either
-collects the events into one JSON body or streams them as SSE. Whatever ends the response (client
-gone, error, shutdown) closes the event iterator, which cancels the generation. A stream whose
-dialect has `heartbeat()` (Anthropic's ping) gets one after `heartbeat_s` of silence. Responses
-are kept in a bounded `ResponseStore` for `previous_response_id` and `GET /v1/responses/{id}`.
+Strategy: a plain route table maps (method, path) to a handler and the dialect that speaks there
+(dialects/*: `DIALECT`), so errors, parsing, encoding and the Responses store hooks all come from
+the route, never from sniffing the path. A chat route reads the JSON body, lets its dialect parse
+it into a `ChatRequest`, pulls the engine's first event (`Started`) before committing to a status
+— so a bad request or an over-long prompt is still a clean 4xx — then either replays the events
+through the dialect's encoder into one JSON body or streams the encoder's events as SSE
+(pacing.py). Whatever ends the response (client gone, error, shutdown) closes the event
+iterator, which cancels the generation. Responses are kept in a bounded `ResponseStore` for
+`previous_response_id` and `GET /v1/responses/{id}`.
 
-Does not: parse HTTP (http/), translate wire JSON (dialects/), or touch llama.cpp (engine/).
+Does not: parse HTTP (http/), translate wire JSON (dialects/), frame SSE (pacing.py), or touch
+llama.cpp (engine/).
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ from . import agent
 from .core import ApiError, Finish
 from .dialects import anthropic_messages, openai_chat, openai_responses
 from .guard import Guard
-from .http import SSE_HEADERS, Request, Response, StreamResponse, sse_event
+from .http import SSE_HEADERS, Request, Response, StreamResponse
 from .media import MediaLimits, load_images
+from .pacing import ClosingBody, sse_body
 from .responses_store import ResponseStore
 
 log = logging.getLogger("unsloth_min")
@@ -33,6 +37,9 @@ MAX_JSON_DEPTH = 100  # deeper bodies are a 400, before any recursive code (json
 PUBLIC = {"/health"}  # the only path answered without a key
 ID_PATHS = ("/v1/models/", "/v1/responses/")  # routes whose last segment is an {id}
 HEARTBEAT_S = 15.0  # a stream whose dialect has heartbeat() sends one after this much silence
+OPENAI, ANTHROPIC, RESPONSES = openai_chat.DIALECT, anthropic_messages.DIALECT, openai_responses.DIALECT
+DIALECTS = (ANTHROPIC, RESPONSES, OPENAI)  # an unknown path: the first whose prefix it has
+
 
 def json_response(status: int, payload, headers: list | None = None) -> Response:
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
@@ -72,11 +79,6 @@ def json_depth(value) -> int:
     return deepest
 
 
-def error_shape(path: str):
-    """Which dialect answers errors on this path (Anthropic clients expect their own shape)."""
-    return anthropic_messages.render_error if path.startswith("/v1/messages") else openai_chat.render_error
-
-
 class App:
     def __init__(self, model_id: str, auth, engine=None, tools=None,
                  max_tool_calls: int = agent.DEFAULT_MAX_CALLS,
@@ -91,15 +93,15 @@ class App:
         self.created = int(time.time())
         self.heartbeat_s = HEARTBEAT_S
         self.responses = ResponseStore()
-        self.routes = {
-            ("GET", "/health"): self.health,
-            ("GET", "/v1/models"): self.models,
-            ("GET", "/v1/models/{id}"): self.model_info,
-            ("POST", "/v1/chat/completions"): self.chat,
-            ("POST", "/v1/messages"): self.messages,
-            ("POST", "/v1/messages/count_tokens"): self.count_tokens,
-            ("POST", "/v1/responses"): self.create_response,
-            ("GET", "/v1/responses/{id}"): self.get_response,
+        self.routes = {  # (method, path) → (handler, the dialect spoken there)
+            ("GET", "/health"): (self.health, OPENAI),
+            ("GET", "/v1/models"): (self.models, OPENAI),
+            ("GET", "/v1/models/{id}"): (self.model_info, OPENAI),
+            ("POST", "/v1/chat/completions"): (self.complete, OPENAI),
+            ("POST", "/v1/messages"): (self.complete, ANTHROPIC),
+            ("POST", "/v1/messages/count_tokens"): (self.count_tokens, ANTHROPIC),
+            ("POST", "/v1/responses"): (self.complete, RESPONSES),
+            ("GET", "/v1/responses/{id}"): (self.get_response, RESPONSES),
         }
 
     # ---- entry point -----------------------------------------------------------------------------
@@ -120,9 +122,8 @@ class App:
             return self.guard.decorate(request, self._error(request, e))
         return None
 
-    @staticmethod
-    def _error(request: Request, e: ApiError) -> Response:
-        return json_response(e.status, error_shape(request.path)(e), e.headers)
+    def _error(self, request: Request, e: ApiError) -> Response:
+        return json_response(e.status, self._find(request)[1].render_error(e), e.headers)
 
     def _check_key(self, request: Request) -> None:
         # the key is checked before routing: without one, nothing about the routes leaks
@@ -133,9 +134,17 @@ class App:
 
     async def _authorized(self, request: Request) -> Response | StreamResponse:
         self._check_key(request)
-        return await self._route(request)(request)
+        handler, dialect, allowed = self._find(request)
+        if handler is None:
+            if allowed:
+                allow = ", ".join(allowed + (["HEAD"] if "GET" in allowed else []))
+                raise ApiError(405, "invalid_request_error", f"Method {request.method} is not "
+                               f"allowed on {request.path}.", headers=[("Allow", allow)])
+            raise ApiError(404, "not_found_error", f"Unknown path: {request.path}")
+        return await handler(request, dialect)
 
-    def _route(self, request: Request):
+    def _find(self, request: Request):
+        """(handler or None, the dialect that answers on this path, the methods it allows)."""
         method = "GET" if request.method == "HEAD" else request.method
         path = request.path.rstrip("/") or "/"
         for prefix in ID_PATHS:
@@ -143,21 +152,19 @@ class App:
                 path, request.context["id"] = prefix + "{id}", path[len(prefix):]
         found = self.routes.get((method, path))
         if found:
-            return found
-        allowed = sorted({m for m, p in self.routes if p == path})
-        if allowed:
-            allow = ", ".join(allowed + (["HEAD"] if "GET" in allowed else []))
-            raise ApiError(405, "invalid_request_error", f"Method {request.method} is not allowed "
-                           f"on {request.path}.", headers=[("Allow", allow)])
-        raise ApiError(404, "not_found_error", f"Unknown path: {request.path}")
+            return found[0], found[1], []
+        here = {m: d for (m, p), (_, d) in self.routes.items() if p == path}
+        dialect = next(iter(here.values()), None) or next(
+            (d for d in DIALECTS if request.path.startswith(d.prefix)), OPENAI)
+        return None, dialect, sorted(here)
 
     def error_response(self, status: int, message: str) -> Response:
         """HTTP-level errors (bad framing, limits) in the OpenAI shape: no path is known yet."""
         kind = "server_error" if status >= 500 else "invalid_request_error"
-        return json_response(status, openai_chat.render_error(ApiError(status, kind, message)))
+        return json_response(status, OPENAI.render_error(ApiError(status, kind, message)))
 
     # ---- simple routes ---------------------------------------------------------------------------
-    async def health(self, request: Request) -> Response:
+    async def health(self, request: Request, dialect=None) -> Response:
         if self.engine is None:
             return json_response(503, {"status": "loading"})
         return json_response(200, {"status": "ok"})
@@ -169,17 +176,24 @@ class App:
             card.update(type="model", display_name=self.model_id, created_at=created)
         return card
 
-    async def models(self, request: Request) -> Response:
+    async def models(self, request: Request, dialect=None) -> Response:
         body = {"object": "list", "data": [self._model_card(request)]}
         if request.header("anthropic-version"):
             body.update(has_more=False, first_id=self.model_id, last_id=self.model_id)
         return json_response(200, body)
 
-    async def model_info(self, request: Request) -> Response:
+    async def model_info(self, request: Request, dialect=None) -> Response:
         if request.context["id"] != self.model_id:
             raise ApiError(404, "not_found_error",
                            f"The model '{request.context['id']}' does not exist.", param="model")
         return json_response(200, self._model_card(request))
+
+    async def get_response(self, request: Request, dialect=None) -> Response:
+        stored = self.responses.get(request.context["id"])
+        if stored is None:
+            raise ApiError(404, "not_found_error",
+                           f"Response with id '{request.context['id']}' not found.", param="id")
+        return json_response(200, stored.response)
 
     # ---- chat routes -----------------------------------------------------------------------------
     def _engine(self):
@@ -193,62 +207,34 @@ class App:
         engine = self._engine()
         return engine, await load_images(req, self.media, getattr(engine, "accepts_images", False))
 
-    async def chat(self, request: Request):
-        return await self.complete(request, openai_chat)
-
-    async def messages(self, request: Request):
-        return await self.complete(request, anthropic_messages)
-
-    async def count_tokens(self, request: Request) -> Response:
+    async def count_tokens(self, request: Request, dialect) -> Response:
         req = anthropic_messages.parse_count_request(parse_json_body(request))
         engine, req = await self._engine_for(req)
         return json_response(200, {"input_tokens": await asyncio.to_thread(engine.count_tokens, req)})
 
-    async def create_response(self, request: Request):
-        """Responses: the stored conversation goes first; the answer is stored unless store=false."""
-        req = openai_responses.parse_request(parse_json_body(request))
-        if req.previous_response_id:
-            previous = self.responses.get(req.previous_response_id)
-            if previous is None:
-                raise ApiError(404, "not_found_error", f"Previous response with id "
-                               f"'{req.previous_response_id}' not found.", param="previous_response_id")
-            openai_responses.continue_from(req, previous.conversation)
-        stream = openai_responses.Stream(req, self.model_id) if req.stream else None
-
-        def render(events: list) -> dict:
-            return openai_responses.render_response(events, self.model_id, req)
-
-        def keep(response: dict) -> None:
-            if req.store and response["status"] in ("completed", "incomplete"):
-                self.responses.put(response, openai_responses.conversation(req, response))
-        return await self.answer(request, req, stream, render, keep)
-
-    async def get_response(self, request: Request) -> Response:
-        stored = self.responses.get(request.context["id"])
-        if stored is None:
-            raise ApiError(404, "not_found_error",
-                           f"Response with id '{request.context['id']}' not found.", param="id")
-        return json_response(200, stored.response)
-
     async def complete(self, request: Request, dialect):
-        """Any dialect: parse → generate → one JSON body, or SSE from the first event on."""
+        """Any dialect: parse → (the store's conversation) → generate → one JSON body replayed by
+        the dialect's encoder, or its SSE from the first event on; the answer is kept if the
+        dialect keeps answers."""
         req = dialect.parse_request(parse_json_body(request))
-        stream = dialect.Stream(req, self.model_id) if req.stream else None
-        return await self.answer(request, req, stream,
-                                 lambda events: dialect.render_response(events, self.model_id))
+        if dialect.prepare:
+            req = dialect.prepare(req, self.responses)
+        encoder = dialect.encoder(req, self.model_id)
 
-    async def answer(self, request: Request, req, stream, render, keep=None):
-        """Generate `req`: `render(events)` as one JSON body, or `stream`'s SSE events; `keep`
-        gets the final JSON (the stream's `response`) once it is complete."""
+        def finished(ev: Finish) -> None:
+            note_usage(request, ev)
+            if dialect.keep:
+                dialect.keep(req, encoder.final(), self.responses)
         events = await self.generate(req)
         if not req.stream:
-            payload = render(await self.collect(request, events))
-            if keep:
-                keep(payload)
+            collected = await self.collect(events)
+            payload = encoder.replay(collected)
+            finish = next((ev for ev in reversed(collected) if isinstance(ev, Finish)), None)
+            if finish is not None:
+                finished(finish)
             return json_response(200, payload)
         first = await events.__anext__()  # errors up to here are still a clean JSON 4xx
-        on_finish = (lambda: keep(stream.response)) if keep else None
-        body = ClosingBody(self.sse(request, first, events, stream, on_finish), events)
+        body = ClosingBody(sse_body(first, events, encoder, self.heartbeat_s, finished), events)
         return StreamResponse(200, list(SSE_HEADERS), body)
 
     async def generate(self, req):
@@ -259,92 +245,15 @@ class App:
             return agent.run(engine, self.tools, req, self.max_tool_calls)
         return engine.generate(req)
 
-    async def collect(self, request: Request, events: AsyncIterator) -> list:
+    @staticmethod
+    async def collect(events: AsyncIterator) -> list:
         out = []
         try:
             async for ev in events:
                 out.append(ev)
-                if isinstance(ev, Finish):
-                    note_usage(request, ev)
         finally:
             await events.aclose()
         return out
-
-    async def sse(self, request: Request, first, events: AsyncIterator, stream,
-                  on_finish=None) -> AsyncIterator[bytes]:
-        """Frame a dialect stream as SSE; a failure after the first byte becomes its error event.
-        `on_finish` runs after the last event is rendered, before it is sent."""
-        beat = getattr(stream, "heartbeat", None)
-        ticks = paced(events, self.heartbeat_s if beat else None)
-        try:
-            for name, data in stream.event(first):
-                yield sse_event(data, name)
-            async for ev in ticks:
-                if isinstance(ev, Finish):
-                    note_usage(request, ev)
-                frames = beat() if ev is None else stream.event(ev)
-                if isinstance(ev, Finish) and on_finish:
-                    on_finish()
-                for name, data in frames:
-                    yield sse_event(data, name)
-        except ApiError as e:
-            for name, data in stream.error(e):
-                yield sse_event(data, name)
-        except Exception:
-            log.exception("stream failed")
-            for name, data in stream.error(ApiError(500, "server_error", "generation failed")):
-                yield sse_event(data, name)
-        finally:
-            await ticks.aclose()  # first: it may hold a pending step of `events`
-            await events.aclose()
-
-
-async def paced(events: AsyncIterator, interval: float | None) -> AsyncIterator:
-    """`events`, plus a None after each `interval` seconds without one (no interval: plain).
-    The pending `__anext__` runs as a task that a timeout leaves running; `wait_for` on the
-    generator itself would cancel it, and with it the generation."""
-    if interval is None:
-        async for ev in events:
-            yield ev
-        return
-    pending = None
-    try:
-        while True:
-            pending = pending or asyncio.ensure_future(events.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
-                continue
-            task, pending = pending, None
-            try:
-                ev = task.result()
-            except StopAsyncIteration:
-                return
-            yield ev
-    finally:
-        if pending is not None:  # closed while waiting: stop the step, so aclose() can run
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-
-
-class ClosingBody:
-    """An SSE body whose aclose() also closes the events, even if the body never started
-    (closing a never-started async generator skips its `finally`)."""
-
-    def __init__(self, body: AsyncIterator[bytes], events: AsyncIterator):
-        self.body, self.events = body, events
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> bytes:
-        return await self.body.__anext__()
-
-    async def aclose(self) -> None:
-        try:
-            await self.body.aclose()
-        finally:
-            await self.events.aclose()
 
 
 def note_usage(request: Request, finish: Finish) -> None:

@@ -122,7 +122,7 @@ class Sampling:
         return Sampling(**vals)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChatRequest:
     messages: list[Message]
     sampling: Sampling = field(default_factory=Sampling)

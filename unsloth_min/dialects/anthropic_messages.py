@@ -1,9 +1,9 @@
 """Anthropic Messages ⇄ the internal model.
 
-Strategy: `parse_request` turns a `/v1/messages` body into a `ChatRequest` (400 naming the field on
-bad input); `Stream` turns events one by one into Anthropic's SSE events while keeping a snapshot
-of the message, and `render_response` is that snapshot after all events — so a streamed and a
-non-streamed answer cannot disagree. Anthropic keeps tool results inside user messages; our model
+Strategy: `parse_request` reads a `/v1/messages` body into a `Draft` (400 naming the field on bad
+input) that common.build_request makes the request; `Encoder` turns events one by one into
+Anthropic's SSE events while keeping a snapshot of the message, and a non-streamed answer is that
+snapshot after all events (`replay`) — so a streamed and a non-streamed answer cannot disagree. Anthropic keeps tool results inside user messages; our model
 (like chat templates) gives each result its own `tool` message, so messages are split around them.
 Usage follows Anthropic: `input_tokens` excludes the prompt tokens read from the KV cache
 (`cache_read_input_tokens`); their sum is the whole prompt, what count_tokens returns.
@@ -19,14 +19,15 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
                     bad_request, new_id)
 from ..media import image_from_base64, image_from_url
-from .common import EventStream, add_server_tools, apply_extensions, parse_sampling
-from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
+from . import encoder as base
+from .common import Dialect, Draft, build_request, hosted_tool, parse_sampling
+from .fields import (content, get_bool, get_choice, get_list, get_number, get_object, get_stops,
+                     get_str, objects, require_object, texts)
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence",
                 "tool_calls": "tool_use"}
 TOOL_CHOICES = {"auto": "auto", "any": "required", "tool": "function", "none": "none"}
-# Anthropic's own server tools, by `type` without its date suffix, run as our server tools.
-SERVER_TOOL_TYPES = {"web_search": "web_search", "code_execution": "python"}
+ROLES = ("user", "assistant")
 THINKING_TYPES = ("enabled", "adaptive", "between_tools", "disabled")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 ERROR_KINDS = {"server_error": "api_error", "not_found_error": "not_found_error"}
@@ -46,15 +47,13 @@ def parse_request(body: dict, *, counting: bool = False) -> ChatRequest:
     messages = parse_system(body.get("system"))
     for i, m in enumerate(items):
         messages += parse_message(m, f"messages[{i}]")
-    req = ChatRequest(messages=messages, sampling=sampling, model=get_str(body, "model", ""),
-                      stream=get_bool(body, "stream", False) and not counting)
+    draft = Draft(messages=messages, sampling=sampling, model=get_str(body, "model", ""),
+                  stream=get_bool(body, "stream", False) and not counting)
     get_object(body, "metadata")  # accepted (must be an object), ignored
-    server_tools = parse_tools(body, req)
-    parse_thinking(body, req)
-    parse_output_format(body, req)
-    apply_extensions(body, req)
-    add_server_tools(body, req, server_tools)
-    return req
+    parse_tools(body, draft)
+    parse_thinking(body, draft)
+    parse_output_format(body, draft)
+    return build_request(draft, body)
 
 
 def parse_count_request(body: dict) -> ChatRequest:
@@ -81,18 +80,10 @@ def parse_system(system) -> list[Message]:
 
 def parse_message(m, path: str) -> list[Message]:
     m = require_object(m, path)
-    role = get_str(m, "role", path=path, required=True)
-    if role not in ("user", "assistant"):
-        raise bad_request(f"Invalid value for '{path}.role': {role!r} is not one of user, assistant.",
-                          param=f"{path}.role")
-    content = m.get("content")
-    if isinstance(content, str):
-        return [Message(role, [Text(content)])]
-    if not isinstance(content, list):
-        raise bad_request(f"Invalid type for '{path}.content': expected a string or an array of "
-                          "content blocks.", param=f"{path}.content")
-    parts = [parse_block(b, f"{path}.content[{j}]", role) for j, b in enumerate(content)]
-    return split_results(role, [p for p in parts if p is not None])
+    role = get_choice(m, "role", ROLES, path=path, required=True)
+    parts = content(m.get("content"), f"{path}.content", "content blocks",
+                    lambda b, where: parse_block(b, where, role))
+    return split_results(role, parts)
 
 
 def split_results(role: str, parts: list) -> list[Message]:
@@ -126,35 +117,25 @@ def _tool_use(b: dict, path: str):
 
 
 def _tool_result(b: dict, path: str):
-    content = b.get("content")
-    if isinstance(content, list):
-        texts = [(require_object(c, f"{path}.content[{i}]"), f"{path}.content[{i}]")
-                 for i, c in enumerate(content)]
-        content = "".join(get_str(c, "text", "", path=p) for c, p in texts if c.get("type") == "text")
-    elif content is not None and not isinstance(content, str):
+    value = b.get("content")
+    if isinstance(value, list):
+        value = texts(value, f"{path}.content", ("text",))
+    elif value is not None and not isinstance(value, str):
         raise bad_request(f"Invalid type for '{path}.content': expected a string or an array of "
                           "content blocks.", param=f"{path}.content")
-    return ToolResult(get_str(b, "tool_use_id", path=path, required=True), content or "",
+    return ToolResult(get_str(b, "tool_use_id", path=path, required=True), value or "",
                       get_str(b, "name", path=path), get_bool(b, "is_error", False, path=path))
 
 
 def _image(b: dict, path: str):
-    src = require_object(b.get("source"), f"{path}.source")
-    kind = get_str(src, "type", path=f"{path}.source", required=True)
-    if kind == "url":
-        return image_from_url(get_str(src, "url", path=f"{path}.source", required=True),
-                              f"{path}.source.url")
-    if kind != "base64":
-        raise bad_request(f"Invalid value for '{path}.source.type': {kind!r} is not one of base64, "
-                          "url.", param=f"{path}.source.type")
-    media = get_str(src, "media_type", path=f"{path}.source", required=True)
-    if media not in IMAGE_TYPES:
-        raise bad_request(f"Invalid value for '{path}.source.media_type': {media!r} is not one of "
-                          f"{', '.join(IMAGE_TYPES)}.", param=f"{path}.source.media_type")
+    where = f"{path}.source"
+    src = require_object(b.get("source"), where)
+    if get_choice(src, "type", ("base64", "url"), path=where, required=True) == "url":
+        return image_from_url(get_str(src, "url", path=where, required=True), f"{where}.url")
     # the declared type must be one Anthropic names; what the image is comes from its bytes (as
     # for a chat data: URI), so a mislabelled file still works
-    return image_from_base64(get_str(src, "data", path=f"{path}.source", required=True),
-                             f"{path}.source.data")
+    get_choice(src, "media_type", IMAGE_TYPES, path=where, required=True)
+    return image_from_base64(get_str(src, "data", path=where, required=True), f"{where}.data")
 
 
 # block type → (parser, roles that may send it); redacted thinking is Anthropic-encrypted: dropped
@@ -179,12 +160,9 @@ def parse_block(b, path: str, role: str):
     return parser(b, path)
 
 
-def parse_tools(body: dict, req: ChatRequest) -> tuple[str, ...]:
-    """Client tools into `req.tools`; returns the server tools that Anthropic-typed tools ask for."""
-    server = []
-    for i, t in enumerate(get_list(body, "tools", [])):
-        path = f"tools[{i}]"
-        t = require_object(t, path)
+def parse_tools(body: dict, draft: Draft) -> None:
+    """Client tools into the draft; Anthropic-typed tools we run ask for server tools."""
+    for t, path in objects(body, "tools"):
         kind = get_str(t, "type", None, path=path)
         name = get_str(t, "name", path=path, required=True)
         if kind in (None, "custom"):
@@ -192,45 +170,36 @@ def parse_tools(body: dict, req: ChatRequest) -> tuple[str, ...]:
             if schema is None:
                 raise bad_request(f"Missing required parameter: '{path}.input_schema'.",
                                   param=f"{path}.input_schema")
-            req.tools.append(Tool(name, get_str(t, "description", "", path=path), schema))
-        elif kind.rsplit("_", 1)[0] in SERVER_TOOL_TYPES:
-            server.append(SERVER_TOOL_TYPES[kind.rsplit("_", 1)[0]])
+            draft.tools.append(Tool(name, get_str(t, "description", "", path=path), schema))
+        elif hosted_tool(kind, dated=True):
+            draft.hosted.append(hosted_tool(kind, dated=True))
         else:
             raise bad_request(f"Invalid value for '{path}.type': {kind!r} is not supported; send "
                               "custom tools (name, description, input_schema).", param=f"{path}.type")
-    parse_tool_choice(body, req)
-    return tuple(server)
+    parse_tool_choice(body, draft)
 
 
-def parse_tool_choice(body: dict, req: ChatRequest) -> None:
+def parse_tool_choice(body: dict, draft: Draft) -> None:
     choice = get_object(body, "tool_choice")
     if choice is None:
-        req.tool_choice = "auto" if req.tools else "none"
         return
-    kind = get_str(choice, "type", path="tool_choice", required=True)
-    if kind not in TOOL_CHOICES:
-        raise bad_request(f"Invalid value for 'tool_choice.type': {kind!r} is not one of auto, any, "
-                          "tool, none.", param="tool_choice.type")
-    req.tool_choice = TOOL_CHOICES[kind]
-    if kind == "tool":
-        req.tool_name = get_str(choice, "name", path="tool_choice", required=True)
+    kind = get_choice(choice, "type", TOOL_CHOICES, path="tool_choice", required=True)
+    name = get_str(choice, "name", path="tool_choice", required=True) if kind == "tool" else None
+    draft.choice = (TOOL_CHOICES[kind], name)
     if get_bool(choice, "disable_parallel_tool_use", False, path="tool_choice"):
-        req.parallel_tool_calls = False
+        draft.parallel_tool_calls = False
 
 
-def parse_thinking(body: dict, req: ChatRequest) -> None:
+def parse_thinking(body: dict, draft: Draft) -> None:
     thinking = get_object(body, "thinking")
     if thinking is None:
         return
-    kind = get_str(thinking, "type", path="thinking", required=True)
-    if kind not in THINKING_TYPES:
-        raise bad_request(f"Invalid value for 'thinking.type': {kind!r} is not one of "
-                          f"{', '.join(THINKING_TYPES)}.", param="thinking.type")
+    kind = get_choice(thinking, "type", THINKING_TYPES, path="thinking", required=True)
     get_number(thinking, "budget_tokens", lo=0, integer=True, path="thinking")  # accepted, unused
-    req.enable_thinking = kind != "disabled"
+    draft.enable_thinking = kind != "disabled"
 
 
-def parse_output_format(body: dict, req: ChatRequest) -> None:
+def parse_output_format(body: dict, draft: Draft) -> None:
     """`output_config.format` (structured outputs: a JSON schema); `effort` is accepted, unused."""
     fmt = get_object(get_object(body, "output_config", {}), "format", path="output_config")
     if fmt is None:
@@ -242,7 +211,7 @@ def parse_output_format(body: dict, req: ChatRequest) -> None:
     if schema is None:
         raise bad_request("Missing required parameter: 'output_config.format.schema'.",
                           param="output_config.format.schema")
-    req.response_schema = schema
+    draft.response_schema = schema
 
 
 # ---- render --------------------------------------------------------------------------------------
@@ -275,52 +244,38 @@ def parse_input(text: str) -> dict:
 
 
 def render_response(events: list, model: str) -> dict:
-    stream = Stream(None, model)
-    for ev in events:
-        stream.event(ev)
-    return stream.message
+    return Encoder(None, model).replay(events)
 
 
-class Stream(EventStream):
+class Encoder(base.Encoder):
     """Events → `(event_name, payload)` pairs, keeping `message` (the final JSON) up to date."""
 
     def __init__(self, req: ChatRequest | None, model: str):
+        super().__init__()
         self.message = {"id": new_id("msg_"), "type": "message", "role": "assistant", "content": [],
                         "model": model, "stop_reason": None, "stop_sequence": None,
                         "usage": render_usage(0, 0, 0)}
-        self.open = None  # (key, index) of the block being streamed
         self.blocks: dict[int, dict] = {}  # wire index → block in message["content"]
         self.tools: dict[int, int] = {}  # ToolCallDelta.index → wire index
         self.json: dict[int, str] = {}  # wire index → tool input JSON so far
 
+    def final(self) -> dict:
+        return self.message
+
     def heartbeat(self) -> list[tuple]:
         return [("ping", {"type": "ping"})]
 
-    def on_started(self, ev: Started) -> list[tuple]:
-        self.message["usage"] = render_usage(ev.prompt_tokens, ev.cached_tokens, 0)
-        start = dict(self.message, content=[])
-        return [("message_start", {"type": "message_start", "message": start})] + self.heartbeat()
-
-    def on_text(self, ev: TextDelta) -> list[tuple]:
-        return self._delta(("text",), {"type": "text", "text": ""}, "text", ev.text)
-
-    def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
-        block = {"type": "thinking", "thinking": "", "signature": ""}
-        return self._delta(("thinking",), block, "thinking", ev.text)
-
-    def _start(self, key, block: dict) -> list[tuple]:
-        out = self._close()
-        index = len(self.blocks)
+    def add(self, block: dict) -> int:
+        index = len(self.blocks)  # (a server tool's result takes no wire index)
         self.blocks[index] = dict(block)
         self.message["content"].append(self.blocks[index])
-        self.open = (key, index)
-        return out + [("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": block})]
+        return index
 
-    def _close(self) -> list[tuple]:
-        if self.open is None:
-            return []
-        index, self.open = self.open[1], None
+    def started(self, index: int, block: dict) -> list[tuple]:
+        return [("content_block_start", {"type": "content_block_start", "index": index,
+                                         "content_block": block})]
+
+    def stopped(self, index: int, **how) -> list[tuple]:
         out = []
         if self.blocks[index]["type"] == "thinking":  # ours are unsigned: an empty signature
             out.append(self._wire_delta(index, {"type": "signature_delta", "signature": ""}))
@@ -329,18 +284,28 @@ class Stream(EventStream):
     def _wire_delta(self, index: int, delta: dict) -> tuple:
         return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
 
-    def _delta(self, key, block: dict, field: str, text: str) -> list[tuple]:
-        out = self._start(key, block) if self.open is None or self.open[0] != key else []
-        index = self.open[1]
-        self.blocks[index][field] += text
-        return out + [self._wire_delta(index, {"type": f"{field}_delta", field: text})]
+    def on_started(self, ev: Started) -> list[tuple]:
+        self.message["usage"] = render_usage(ev.prompt_tokens, ev.cached_tokens, 0)
+        start = dict(self.message, content=[])
+        return [("message_start", {"type": "message_start", "message": start})] + self.heartbeat()
+
+    def on_text(self, ev: TextDelta) -> list[tuple]:
+        return self._delta({"type": "text", "text": ""}, "text", ev.text)
+
+    def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
+        return self._delta({"type": "thinking", "thinking": "", "signature": ""}, "thinking", ev.text)
+
+    def _delta(self, block: dict, field: str, text: str) -> list[tuple]:
+        out = self.enter(field, lambda: block)
+        self.blocks[self.index][field] += text
+        return out + [self._wire_delta(self.index, {"type": f"{field}_delta", field: text})]
 
     def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
         out = []
         if ev.id is not None or ev.index not in self.tools:
-            out = self._start(("tool", ev.index), {"type": "tool_use", "id": tool_use_id(ev.id),
-                                                   "name": ev.name or "", "input": {}})
-            self.tools[ev.index] = self.open[1]
+            out = self.begin(("tool", ev.index), {"type": "tool_use", "id": tool_use_id(ev.id),
+                                                  "name": ev.name or "", "input": {}})
+            self.tools[ev.index] = self.index
         if ev.arguments:
             out.append(self._input_delta(self.tools[ev.index], ev.arguments))
         return out
@@ -353,10 +318,10 @@ class Stream(EventStream):
     def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
         block = {"type": "server_tool_use", "id": new_id("srvtoolu_"), "name": ev.call.name,
                  "input": {}}
-        out = self._start(("server", block["id"]), block)
+        out = self.begin(("server", block["id"]), block)
         canonical = json.dumps(parse_input(ev.call.arguments), ensure_ascii=False)  # SDKs parse it
-        out.append(self._input_delta(self.open[1], canonical))
-        out += self._close()
+        out.append(self._input_delta(self.index, canonical))
+        out += self.leave()
         result = {"type": "tool_result", "tool_use_id": block["id"], "name": ev.call.name,
                   "content": ev.result.content, "is_error": ev.result.is_error}
         self.message["content"].append(result)  # non-stream only: streams send the event below
@@ -369,7 +334,10 @@ class Stream(EventStream):
         delta = {"type": "message_delta", "delta": {"stop_reason": self.message["stop_reason"],
                                                     "stop_sequence": ev.stop_sequence},
                  "usage": self.message["usage"]}
-        return self._close() + [("message_delta", delta), ("message_stop", {"type": "message_stop"})]
+        return self.leave() + [("message_delta", delta), ("message_stop", {"type": "message_stop"})]
 
     def error(self, err: ApiError) -> list[tuple]:
         return [("error", render_error(err))]
+
+
+DIALECT = Dialect("anthropic", parse_request, Encoder, render_error, prefix="/v1/messages")

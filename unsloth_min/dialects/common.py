@@ -1,26 +1,114 @@
-"""Request pieces that read the same in every dialect: sampling numbers, server-tool fields.
+"""What every dialect shares on the way in: the `Draft` a reader fills, and the one builder that
+makes the frozen `ChatRequest` from it; sampling numbers, output formats, hosted tool types.
 
-Strategy: ranges follow the OpenAI API (temperature 0–2, penalties −2–2, top_p 0–1); llama.cpp's
-extra knobs (`top_k`, `min_p`, `repetition_penalty`) are accepted everywhere, as llama-server does.
+Strategy: a dialect's `parse_request` reads only its own wire shapes into a `Draft` (messages,
+tools, the client's tool_choice if it gave one, its own thinking switch, the hosted tools its
+`tools` named). `build_request` then reads the fields SPEC adds to every dialect (enable_thinking,
+chat_template_kwargs, enable_tools, enabled_tools, session_id, max_tool_calls), decides the
+defaults once — `tool_choice` is `auto` when there are client tools or server tools, else `none`
+— checks that a named tool is offered, and returns the request. Nothing is patched afterwards,
+so no result depends on the order of calls. Sampling ranges follow the OpenAI API (temperature
+0–2, penalties −2–2, top_p 0–1); llama.cpp's extra knobs (`top_k`, `min_p`,
+`repetition_penalty`) are accepted everywhere, as llama-server does.
+
+Does not: read any dialect's messages or tools (each dialect module does), or render anything.
 """
 from __future__ import annotations
 
-from ..core import (SERVER_TOOLS, TOOL_ALIASES, ChatRequest, Finish, ReasoningDelta, Sampling, Started,
-                    TextDelta, ToolCallDelta, ToolExecuted, bad_request, server_tool_name)
-from .fields import get_bool, get_number, get_object, get_str, get_str_list
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..core import (SERVER_TOOLS, TOOL_ALIASES, ApiError, ChatRequest, Message, Sampling, Tool,
+                    bad_request, server_tool_name)
+from .fields import get_bool, get_choice, get_number, get_object, get_str, get_str_list
 
 MAX_SEED = 2**63 - 1
+# hosted tool types (Anthropic's without their date suffix, OpenAI's as they are) that we run as
+# our server tools (SPEC "Server tools")
+HOSTED_TOOLS = {"web_search": "web_search", "web_search_preview": "web_search",
+                "code_execution": "python", "code_interpreter": "python"}
+OUTPUT_FORMATS = ("text", "json_object", "json_schema")
 
 
-class EventStream:
-    """Core events → one dialect's wire events, `(event name or None, payload)` pairs. A dialect's
-    stream names one method per event type; an event it has no method for gives nothing."""
-    METHODS = {Started: "on_started", TextDelta: "on_text", ReasoningDelta: "on_reasoning",
-               ToolCallDelta: "on_tool_call", ToolExecuted: "on_tool_executed", Finish: "on_finish"}
+@dataclass
+class Draft:
+    """A request as one dialect's reader found it, before the shared fields and defaults."""
+    messages: list[Message]
+    sampling: Sampling
+    model: str = ""
+    stream: bool = False
+    include_usage: bool = False
+    tools: list[Tool] = field(default_factory=list)
+    choice: tuple[str, str | None] | None = None  # (auto|none|required|function, name); None: unsaid
+    parallel_tool_calls: bool = True
+    response_schema: dict | None = None
+    enable_thinking: bool | None = None  # the dialect's own switch (thinking, reasoning.effort)
+    hosted: list[str] = field(default_factory=list)  # server tools the dialect's `tools` asked for
 
-    def event(self, ev) -> list[tuple]:
-        method = getattr(self, self.METHODS.get(type(ev), ""), None)
-        return method(ev) if method else []
+
+@dataclass(frozen=True)
+class Dialect:
+    """One wire format, as the route table carries it: how to read a request, encode events and
+    render errors; `prepare`/`keep` are the Responses store's hooks (before generating, after)."""
+    name: str
+    parse_request: Callable
+    encoder: Callable            # (request, model id) → an Encoder
+    render_error: Callable[[ApiError], dict]
+    prefix: str                  # an unknown path under it is answered in this dialect's shape
+    prepare: Callable | None = None
+    keep: Callable | None = None
+
+
+def build_request(draft: Draft, body: dict, cls: type = ChatRequest, **extra) -> ChatRequest:
+    """The frozen request: `draft` plus SPEC's extension fields and the defaults (module doc)."""
+    enable_thinking = draft.enable_thinking
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise bad_request("Invalid type for 'chat_template_kwargs': expected an object.",
+                              param="chat_template_kwargs")
+        enable_thinking = get_bool(kwargs, "enable_thinking", enable_thinking,
+                                   path="chat_template_kwargs")
+    enable_thinking = get_bool(body, "enable_thinking", enable_thinking)
+    enabled, enable_tools = enabled_tools(body, draft.hosted)
+    choice, name = draft.choice or ("auto" if draft.tools or enable_tools else "none", None)
+    req = cls(messages=draft.messages, sampling=draft.sampling, model=draft.model,
+              stream=draft.stream, include_usage=draft.include_usage, tools=draft.tools,
+              tool_choice=choice, tool_name=name, parallel_tool_calls=draft.parallel_tool_calls,
+              response_schema=draft.response_schema, enable_thinking=enable_thinking,
+              enable_tools=enable_tools, enabled_tools=enabled,
+              session_id=get_str(body, "session_id"),
+              max_tool_calls=get_number(body, "max_tool_calls", lo=0, integer=True), **extra)
+    check_tool_choice(req)
+    return req
+
+
+def enabled_tools(body: dict, hosted: list[str]) -> tuple[tuple[str, ...], bool]:
+    """(the server tools on offer, whether the agent runs): `enabled_tools` (aliases resolved),
+    else all of them with `enable_tools`; plus those the dialect's hosted tool types name."""
+    enable = get_bool(body, "enable_tools", False)
+    names = [TOOL_ALIASES.get(n, n) for n in get_str_list(body, "enabled_tools")]
+    unknown = [n for n in names if n not in SERVER_TOOLS]
+    if unknown:
+        raise bad_request(f"Invalid 'enabled_tools': unknown tool {unknown[0]!r} "
+                          f"(known: {', '.join(SERVER_TOOLS)}, terminal).", param="enabled_tools")
+    on = tuple(dict.fromkeys(names)) or (SERVER_TOOLS if enable else ())
+    if hosted:
+        return tuple(dict.fromkeys(on + tuple(hosted))), True
+    return on, enable
+
+
+def check_tool_choice(req: ChatRequest) -> None:
+    """A named function needs a matching tool: a client tool or a server tool (see SPEC)."""
+    if req.tool_choice == "function" and req.tool_name not in {t.name for t in req.tools}:
+        if server_tool_name(req.tool_name) is None:
+            raise bad_request(f"Invalid 'tool_choice': no tool named {req.tool_name!r} in 'tools'.",
+                              param="tool_choice")
+
+
+def hosted_tool(kind: str, dated: bool = False) -> str | None:
+    """The server tool a hosted tool type asks for (`web_search_20250305` when `dated`), or None."""
+    return HOSTED_TOOLS.get(kind.rsplit("_", 1)[0] if dated else kind)
 
 
 def parse_sampling(body: dict, max_keys: tuple[str, ...], stop: tuple[str, ...]) -> Sampling:
@@ -41,68 +129,14 @@ def parse_sampling(body: dict, max_keys: tuple[str, ...], stop: tuple[str, ...])
     )
 
 
-def apply_extensions(body: dict, req: ChatRequest) -> ChatRequest:
-    """SPEC's extra fields: enable_thinking (+ chat_template_kwargs), server tools, session_id,
-    max_tool_calls (a request may lower the server's cap on server tool calls)."""
-    kwargs = body.get("chat_template_kwargs")
-    if kwargs is not None:
-        if not isinstance(kwargs, dict):
-            raise bad_request("Invalid type for 'chat_template_kwargs': expected an object.",
-                              param="chat_template_kwargs")
-        req.enable_thinking = get_bool(kwargs, "enable_thinking", req.enable_thinking,
-                                       path="chat_template_kwargs")
-    req.enable_thinking = get_bool(body, "enable_thinking", req.enable_thinking)
-    req.enable_tools = get_bool(body, "enable_tools", False)
-    names = [TOOL_ALIASES.get(n, n) for n in get_str_list(body, "enabled_tools")]
-    unknown = [n for n in names if n not in SERVER_TOOLS]
-    if unknown:
-        raise bad_request(f"Invalid 'enabled_tools': unknown tool {unknown[0]!r} "
-                          f"(known: {', '.join(SERVER_TOOLS)}, terminal).", param="enabled_tools")
-    req.enabled_tools = tuple(dict.fromkeys(names)) or (SERVER_TOOLS if req.enable_tools else ())
-    req.session_id = get_str(body, "session_id")
-    req.max_tool_calls = get_number(body, "max_tool_calls", lo=0, integer=True)
-    default_tool_choice(body, req)
-    return req
-
-
-def check_tool_choice(req: ChatRequest) -> None:
-    """A named function needs a matching tool: a client tool or a server tool (see SPEC)."""
-    if req.tool_choice == "function" and req.tool_name not in {t.name for t in req.tools}:
-        if server_tool_name(req.tool_name) is None:
-            raise bad_request(f"Invalid 'tool_choice': no tool named {req.tool_name!r} in 'tools'.",
-                              param="tool_choice")
-
-
-def add_server_tools(body: dict, req: ChatRequest, names: tuple[str, ...]) -> None:
-    """Server tools a dialect found in its own `tools` list (Anthropic's code execution, the
-    Responses code interpreter…) turn the agent on for them; then `tool_choice` must name a tool
-    that is offered."""
-    if names:
-        req.enable_tools = True
-        req.enabled_tools = tuple(dict.fromkeys(req.enabled_tools + names))
-        default_tool_choice(body, req)
-    check_tool_choice(req)
-
-
-def default_tool_choice(body: dict, req: ChatRequest) -> None:
-    """Without a `tool_choice`, server tools let the model choose (`auto`), even when there are
-    no client tools (for which each dialect's default is `none`). Call again wherever a dialect
-    turns server tools on after `apply_extensions`."""
-    if req.enable_tools and body.get("tool_choice") is None:
-        req.tool_choice = "auto"
-
-
 def parse_output_format(fmt: dict | None, path: str, holder: str | None = None) -> dict | None:
     """OpenAI's output formats → core `response_schema`: None (text), {} (any JSON object) or a
     schema. Chat nests the schema in `json_schema` (`holder`); Responses puts it in `fmt` itself."""
     if fmt is None:
         return None
-    kind = get_str(fmt, "type", path=path, required=True)
-    if kind in ("text", "json_object"):
-        return {} if kind == "json_object" else None
+    kind = get_choice(fmt, "type", OUTPUT_FORMATS, path=path, required=True)
     if kind != "json_schema":
-        raise bad_request(f"Invalid value for '{path}.type': {kind!r} is not one of text, "
-                          "json_object, json_schema.", param=f"{path}.type")
+        return {} if kind == "json_object" else None
     if holder is not None:
         spec = get_object(fmt, holder, path=path)
         if spec is None:

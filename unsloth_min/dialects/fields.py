@@ -6,7 +6,8 @@ JSON booleans are never accepted as numbers (Python's bool is an int).
 """
 from __future__ import annotations
 
-from ..core import ApiError, bad_request
+from ..core import ApiError, Text, bad_request
+
 
 def _where(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
@@ -42,6 +43,17 @@ def _typed(obj: dict, key: str, default, path: str, required: bool, kind: type, 
 
 def get_str(obj: dict, key: str, default=None, *, path: str = "", required: bool = False):
     return _typed(obj, key, default, path, required, str, "a string")
+
+
+def get_choice(obj: dict, key: str, choices, default=None, *, path: str = "",
+               required: bool = False, names: str | None = None):
+    """A string that must be one of `choices` (a 400 listing them, or `names` when given)."""
+    value = get_str(obj, key, default, path=path, required=required)
+    if value is not None and value not in choices:
+        name = _where(path, key)
+        raise bad_request(f"Invalid value for '{name}': {value!r} is not one of "
+                          f"{names or ', '.join(choices)}.", param=name)
+    return value
 
 
 def get_bool(obj: dict, key: str, default=None, *, path: str = ""):
@@ -103,3 +115,32 @@ def get_str_list(obj: dict, key: str, *, path: str = "") -> tuple[str, ...]:
     if not all(isinstance(s, str) for s in value):
         raise _type_error(_where(path, key), "an array of strings", value)
     return tuple(value)
+
+
+def objects(obj: dict, key: str, *, path: str = ""):
+    """(item, its path) for each item of an optional array of objects (`tools[3]`)."""
+    for i, item in enumerate(get_list(obj, key, [], path=path)):
+        where = f"{_where(path, key)}[{i}]"
+        yield require_object(item, where), where
+
+
+def content(value, name: str, noun: str, parse_part) -> list:
+    """String-or-array content: a string is one Text; an array, `parse_part(item, path)` each
+    (a part may read as None: dropped)."""
+    if isinstance(value, str):
+        return [Text(value)]
+    if not isinstance(value, list):
+        raise bad_request(f"Invalid type for '{name}': expected a string or an array of {noun}.",
+                          param=name)
+    parts = (parse_part(item, f"{name}[{i}]") for i, item in enumerate(value))
+    return [p for p in parts if p is not None]
+
+
+def texts(items: list, name: str, kinds=None) -> str:
+    """The joined `text` of the parts in `items` whose type is one of `kinds` (None: all)."""
+    out = []
+    for i, item in enumerate(items):
+        item = require_object(item, f"{name}[{i}]")
+        if kinds is None or isinstance(item.get("type"), str) and item["type"] in kinds:
+            out.append(get_str(item, "text", "", path=f"{name}[{i}]"))
+    return "".join(out)

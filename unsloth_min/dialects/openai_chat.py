@@ -1,9 +1,10 @@
 """OpenAI Chat Completions ⇄ the internal model.
 
-Strategy: `parse_request` turns the JSON body into a `ChatRequest` (400 naming the field on bad
-input); `render_response` folds a finished list of events into a `chat.completion`; `Stream`
-turns events one by one into `chat.completion.chunk` SSE payloads. Pure: no I/O, no engine.
-Every dialect module has this same shape (plus `render_error`), so the app treats them alike.
+Strategy: `parse_request` reads the JSON body into a `Draft` (400 naming the field on bad input)
+that common.build_request makes the request; `Encoder` turns events one by one into
+`chat.completion.chunk` SSE payloads while it keeps the pieces of the answer, and a non-streamed
+`chat.completion` is that same encoder after all events (`replay`), so the two cannot disagree.
+Pure: no I/O, no engine. Every dialect module has this same shape (its `DIALECT` names it).
 
 Does not: frame SSE bytes (the app does), or generate anything.
 """
@@ -16,8 +17,10 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
                     bad_request, new_id)
 from ..media import image_from_url
-from .common import EventStream, apply_extensions, check_tool_choice, parse_output_format, parse_sampling
-from .fields import (get_bool, get_list, get_number, get_object, get_stops, get_str, require_object)
+from . import encoder as base
+from .common import Dialect, Draft, build_request, parse_output_format, parse_sampling
+from .fields import (content, get_bool, get_choice, get_list, get_number, get_object, get_stops,
+                     get_str, objects, require_object)
 
 FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool_calls": "tool_calls"}
 ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -32,28 +35,28 @@ def parse_request(body: dict) -> ChatRequest:
     n = get_number(body, "n", 1, lo=1, integer=True)
     if n != 1:
         raise bad_request("Only n=1 is supported by this server.", param="n")
-    req = ChatRequest(
+    draft = Draft(
         messages=[parse_message(m, f"messages[{i}]") for i, m in enumerate(messages)],
         sampling=parse_sampling(body, ("max_tokens", "max_completion_tokens"), get_stops(body, "stop")),
         model=get_str(body, "model", ""),
         stream=get_bool(body, "stream", False),
     )
     options = get_object(body, "stream_options", {})
-    req.include_usage = get_bool(options, "include_usage", False, path="stream_options")
-    parse_tools(body, req)
-    parse_response_format(body, req)
-    apply_extensions(body, req)
-    check_tool_choice(req)
-    return req
+    draft.include_usage = get_bool(options, "include_usage", False, path="stream_options")
+    parse_tools(body, draft)
+    draft.response_schema = parse_output_format(get_object(body, "response_format"),
+                                                "response_format", holder="json_schema")
+    return build_request(draft, body)
 
 
 def parse_message(m, path: str) -> Message:
     m = require_object(m, path)
-    role = get_str(m, "role", path=path, required=True)
-    if role not in ROLE_MAP:
-        raise bad_request(f"Invalid value for '{path}.role': {role!r} is not one of "
-                          f"system, developer, user, assistant, tool.", param=f"{path}.role")
-    msg = Message(ROLE_MAP[role], parse_content(m.get("content"), f"{path}.content", role))
+    role = get_choice(m, "role", ROLE_MAP, path=path, required=True,
+                      names="system, developer, user, assistant, tool")
+    value = m.get("content")
+    parts = [] if value is None else content(value, f"{path}.content", "content parts",
+                                             lambda p, where: parse_part(p, where, role))
+    msg = Message(ROLE_MAP[role], parts)
     if role == "assistant":
         thinking = get_str(m, "reasoning_content", path=path) or get_str(m, "reasoning", path=path)
         if thinking:
@@ -63,20 +66,9 @@ def parse_message(m, path: str) -> Message:
     elif role in ("tool", "function"):
         call_id = get_str(m, "tool_call_id", path=path, required=role == "tool") or ""
         msg.parts = [ToolResult(call_id, msg.text, get_str(m, "name", path=path))]
-    elif role == "user" and m.get("content") is None:
+    elif role == "user" and value is None:
         raise bad_request(f"Missing required parameter: '{path}.content'.", param=f"{path}.content")
     return msg
-
-
-def parse_content(content, path: str, role: str) -> list:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [Text(content)]
-    if not isinstance(content, list):
-        raise bad_request(f"Invalid type for '{path}': expected a string or an array of content parts.",
-                          param=path)
-    return [parse_part(p, f"{path}[{i}]", role) for i, p in enumerate(content)]
 
 
 def parse_part(part, path: str, role: str):
@@ -106,36 +98,28 @@ def parse_tool_call(call, path: str) -> ToolCall:
                     get_str(fn, "name", path=f"{path}.function", required=True), args)
 
 
-def parse_tools(body: dict, req: ChatRequest) -> None:
-    for i, t in enumerate(get_list(body, "tools", [])):
-        path = f"tools[{i}]"
-        t = require_object(t, path)
+def parse_tools(body: dict, draft: Draft) -> None:
+    for t, path in objects(body, "tools"):
         if get_str(t, "type", "function", path=path) != "function":
             raise bad_request(f"Invalid value for '{path}.type': only 'function' is supported.",
                               param=f"{path}.type")
         fn = require_object(t.get("function"), f"{path}.function")
-        req.tools.append(Tool(get_str(fn, "name", path=f"{path}.function", required=True),
-                              get_str(fn, "description", "", path=f"{path}.function"),
-                              get_object(fn, "parameters", {"type": "object", "properties": {}},
-                                         path=f"{path}.function")))
-    req.parallel_tool_calls = get_bool(body, "parallel_tool_calls", True)
+        draft.tools.append(Tool(get_str(fn, "name", path=f"{path}.function", required=True),
+                                get_str(fn, "description", "", path=f"{path}.function"),
+                                get_object(fn, "parameters", {"type": "object", "properties": {}},
+                                           path=f"{path}.function")))
+    draft.parallel_tool_calls = get_bool(body, "parallel_tool_calls", True)
     choice = body.get("tool_choice")
     if choice is None:
-        req.tool_choice = "auto" if req.tools else "none"
-    elif isinstance(choice, str) and choice in ("auto", "none", "required"):
-        req.tool_choice = choice
+        return
+    if isinstance(choice, str) and choice in ("auto", "none", "required"):
+        draft.choice = (choice, None)
     elif isinstance(choice, dict):
         fn = require_object(choice.get("function"), "tool_choice.function")
-        req.tool_choice, req.tool_name = "function", get_str(fn, "name", path="tool_choice.function",
-                                                             required=True)
+        draft.choice = ("function", get_str(fn, "name", path="tool_choice.function", required=True))
     else:
         raise bad_request("Invalid 'tool_choice': expected 'auto', 'none', 'required' or "
                           "{\"type\": \"function\", \"function\": {\"name\": ...}}.", param="tool_choice")
-
-
-def parse_response_format(body: dict, req: ChatRequest) -> None:
-    req.response_schema = parse_output_format(get_object(body, "response_format"), "response_format",
-                                              holder="json_schema")
 
 
 # ---- render --------------------------------------------------------------------------------------
@@ -156,43 +140,38 @@ def render_tool_result(ev: ToolExecuted) -> dict:
             "arguments": ev.call.arguments, "content": ev.result.content, "is_error": ev.result.is_error}
 
 
-def render_response(events: list, model: str) -> dict:
-    text, thinking, calls, results, finish = [], [], {}, [], None
-    for ev in events:
-        if isinstance(ev, TextDelta):
-            text.append(ev.text)
-        elif isinstance(ev, ReasoningDelta):
-            thinking.append(ev.text)
-        elif isinstance(ev, ToolCallDelta):
-            call = calls.setdefault(ev.index, {"id": ev.id, "type": "function",
-                                               "function": {"name": ev.name, "arguments": ""}})
-            call["function"]["arguments"] += ev.arguments
-        elif isinstance(ev, ToolExecuted):
-            results.append(render_tool_result(ev))
-        elif isinstance(ev, Finish):
-            finish = ev
-    message = {"role": "assistant", "content": "".join(text) if text or not calls else None,
-               "refusal": None}
-    if thinking:
-        message["reasoning_content"] = "".join(thinking)
-    if calls:
-        message["tool_calls"] = [calls[i] for i in sorted(calls)]
-    if results:
-        message["tool_results"] = results
-    return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
-            "model": model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": FINISH[finish.reason]}],
-            "usage": render_usage(finish.usage)}
+def render_response(events: list, model: str, req: ChatRequest | None = None) -> dict:
+    return Encoder(req, model).replay(events)
 
 
-class Stream(EventStream):
-    """Events → `(event_name, payload)` pairs; payload a dict or the final "[DONE]"."""
+class Encoder(base.Encoder):
+    """Events → `(event_name, payload)` pairs (payload a dict or the final "[DONE]"), keeping
+    what the non-streamed `chat.completion` is made of."""
 
-    def __init__(self, req: ChatRequest, model: str):
-        self.include_usage = req.include_usage
+    def __init__(self, req: ChatRequest | None, model: str):
+        super().__init__()
+        self.include_usage = req is not None and req.include_usage
+        self.model = model
         self.base = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
                      "created": int(time.time()), "model": model, "system_fingerprint": None}
+        self.text, self.thinking, self.results = [], [], []
+        self.calls: dict[int, dict] = {}
+        self.finish: Finish | None = None
+
+    def final(self) -> dict:
+        message = {"role": "assistant", "content": "".join(self.text) if self.text or not self.calls
+                   else None, "refusal": None}
+        if self.thinking:
+            message["reasoning_content"] = "".join(self.thinking)
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+        if self.results:
+            message["tool_results"] = self.results
+        return {"id": self.base["id"], "object": "chat.completion", "created": self.base["created"],
+                "model": self.model, "system_fingerprint": None,
+                "choices": [{"index": 0, "message": message, "logprobs": None,
+                             "finish_reason": FINISH[self.finish.reason]}],
+                "usage": render_usage(self.finish.usage)}
 
     def _chunk(self, delta: dict, finish: str | None = None) -> tuple:
         chunk = dict(self.base, choices=[{"index": 0, "delta": delta, "logprobs": None,
@@ -205,12 +184,17 @@ class Stream(EventStream):
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def on_text(self, ev: TextDelta) -> list[tuple]:
+        self.text.append(ev.text)
         return [self._chunk({"content": ev.text})]
 
     def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
+        self.thinking.append(ev.text)
         return [self._chunk({"reasoning_content": ev.text})]
 
     def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
+        whole = self.calls.setdefault(ev.index, {"id": ev.id, "type": "function",
+                                                 "function": {"name": ev.name, "arguments": ""}})
+        whole["function"]["arguments"] += ev.arguments
         call = {"index": ev.index, "function": {"arguments": ev.arguments}}
         if ev.id is not None:
             call.update(id=ev.id, type="function")
@@ -218,9 +202,11 @@ class Stream(EventStream):
         return [self._chunk({"tool_calls": [call]})]
 
     def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
+        self.results.append(render_tool_result(ev))
         return [("tool_result", dict(self.base, choices=[], **render_tool_result(ev)))]
 
     def on_finish(self, ev: Finish) -> list[tuple]:
+        self.finish = ev
         out = [self._chunk({}, FINISH[ev.reason])]
         if self.include_usage:
             out.append((None, dict(self.base, choices=[], usage=render_usage(ev.usage))))
@@ -228,3 +214,6 @@ class Stream(EventStream):
 
     def error(self, err: ApiError) -> list[tuple]:
         return [(None, render_error(err)), (None, "[DONE]")]
+
+
+DIALECT = Dialect("openai", parse_request, Encoder, render_error, prefix="/v1/")

@@ -2,41 +2,41 @@
 
 Strategy: `parse_request` turns a `/v1/responses` body into a `ResponsesRequest` — a `ChatRequest`
 that also carries what only this dialect needs (instructions, previous_response_id, store, and the
-request fields a Response object repeats). `Stream` turns events into Responses SSE events, each
+request fields a Response object repeats). `Encoder` turns events into Responses SSE events, each
 with the next `sequence_number`, while keeping `response` (the Response object) up to date;
-`render_response` is that object after all events, so streamed and non-streamed answers agree.
+a non-streamed answer is that object after all events (`replay`), so the two agree.
 Output items are opened and closed in order — message (`output_text` part), reasoning
 (`reasoning_text` part), function_call — as the SDK's stream accumulator requires.
-`continue_from` and `conversation` are the pure halves of `previous_response_id`: instructions are
-never carried over (as OpenAI documents), a stored conversation is.
+`prepare` and `keep` are the store's hooks around a request (`previous_response_id`, `store`):
+instructions are never carried over (as OpenAI documents), a stored conversation is.
 
-Does not: store anything (app.py with responses_store.py does), frame SSE bytes, or generate.
+Does not: own a store (the app hands its ResponseStore to the hooks), frame SSE bytes, or generate.
 """
 from __future__ import annotations
 
 import copy
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, ReasoningDelta, Started,
                     Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
                     bad_request, new_id)
 from ..media import image_from_url
-from .common import EventStream, add_server_tools, apply_extensions, parse_output_format, parse_sampling
-from .fields import get_bool, get_list, get_object, get_str, require_object
+from . import encoder as base
+from .openai_chat import render_error
+from .common import Dialect, Draft, build_request, hosted_tool, parse_output_format, parse_sampling
+from .fields import (content, get_bool, get_choice, get_list, get_object, get_str, objects,
+                     require_object, texts)
 
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
-# OpenAI's hosted tools that we run as our server tools (SPEC "Server tools")
-SERVER_TOOL_TYPES = {"web_search": "web_search", "web_search_preview": "web_search",
-                     "code_interpreter": "python"}
 # our server tools' output items, sent back as input: accepted, skipped
 SERVER_ITEMS = ("code_interpreter_call", "shell_call", "web_search_call")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResponsesRequest(ChatRequest):
     instructions: str | None = None  # also messages[0], as a system message
     previous_response_id: str | None = None
@@ -47,26 +47,25 @@ class ResponsesRequest(ChatRequest):
 # ---- parse ---------------------------------------------------------------------------------------
 def parse_request(body: dict) -> ResponsesRequest:
     instructions = get_str(body, "instructions") or None
-    req = ResponsesRequest(
-        messages=[Message("system", [Text(instructions)])] if instructions else [],
-        sampling=parse_sampling(body, ("max_output_tokens",), ()),
-        model=get_str(body, "model", ""), stream=get_bool(body, "stream", False),
-        instructions=instructions, previous_response_id=get_str(body, "previous_response_id"),
-        store=get_bool(body, "store", True))
+    draft = Draft(messages=[Message("system", [Text(instructions)])] if instructions else [],
+                  sampling=parse_sampling(body, ("max_output_tokens",), ()),
+                  model=get_str(body, "model", ""), stream=get_bool(body, "stream", False))
+    previous = get_str(body, "previous_response_id")
+    store = get_bool(body, "store", True)
     value = body.get("input")
-    if value is None and not req.previous_response_id:
+    if value is None and not previous:
         raise bad_request("Missing required parameter: 'input'.", param="input")
     if isinstance(value, str):
-        req.messages.append(Message("user", [Text(value)]))
+        draft.messages.append(Message("user", [Text(value)]))
     elif value is not None:
-        req.messages += parse_items(get_list(body, "input"), "input")
-    server_tools = parse_tools(body, req)
-    parse_text_format(body, req)
-    effort = parse_reasoning(body, req)
-    apply_extensions(body, req)
-    add_server_tools(body, req, server_tools)
-    req.echo = echo(body, req, effort)
-    return req
+        draft.messages += parse_items(get_list(body, "input"), "input")
+    parse_tools(body, draft)
+    draft.response_schema = parse_output_format(
+        get_object(get_object(body, "text", {}), "format", path="text"), "text.format")
+    effort = parse_reasoning(body, draft)
+    req = build_request(draft, body, ResponsesRequest, instructions=instructions,
+                        previous_response_id=previous, store=store)
+    return replace(req, echo=echo(body, req, effort))
 
 
 def parse_items(items: list, path: str) -> list[Message]:
@@ -103,17 +102,9 @@ def parse_items(items: list, path: str) -> list[Message]:
 
 
 def parse_message(item: dict, path: str) -> Message:
-    role = get_str(item, "role", path=path, required=True)
-    if role not in ROLES:
-        raise bad_request(f"Invalid value for '{path}.role': {role!r} is not one of user, system, "
-                          "developer, assistant.", param=f"{path}.role")
-    content = item.get("content")
-    if isinstance(content, str):
-        return Message(ROLES[role], [Text(content)])
-    if not isinstance(content, list):
-        raise bad_request(f"Invalid type for '{path}.content': expected a string or an array of "
-                          "content parts.", param=f"{path}.content")
-    return Message(ROLES[role], [parse_part(c, f"{path}.content[{j}]") for j, c in enumerate(content)])
+    role = get_choice(item, "role", ROLES, path=path, required=True)
+    return Message(ROLES[role], content(item.get("content"), f"{path}.content", "content parts",
+                                        parse_part))
 
 
 def parse_part(part, path: str):
@@ -131,70 +122,51 @@ def output_text(item: dict, path: str) -> str:
     """A function_call_output's `output`: a string or an array of content parts (text kept)."""
     output = item.get("output")
     if isinstance(output, list):
-        parts = [(require_object(c, f"{path}.output[{i}]"), f"{path}.output[{i}]")
-                 for i, c in enumerate(output)]
-        return "".join(get_str(c, "text", "", path=p) for c, p in parts
-                       if isinstance(c.get("type"), str) and c["type"] in TEXT_PARTS)
+        return texts(output, f"{path}.output", TEXT_PARTS)
     return get_str(item, "output", "", path=path)
 
 
 def reasoning_text(item: dict, path: str) -> str:
     key = "content" if get_list(item, "content", [], path=path) else "summary"
-    parts = get_list(item, key, [], path=path)
-    return "".join(get_str(require_object(c, f"{path}.{key}[{i}]"), "text", "", path=f"{path}.{key}[{i}]")
-                   for i, c in enumerate(parts))
+    return texts(get_list(item, key, [], path=path), f"{path}.{key}")
 
 
-def parse_tools(body: dict, req: ChatRequest) -> tuple[str, ...]:
-    """Flat function tools into `req.tools`; returns the server tools hosted-tool types ask for."""
-    server = []
-    for i, t in enumerate(get_list(body, "tools", [])):
-        path = f"tools[{i}]"
-        t = require_object(t, path)
+def parse_tools(body: dict, draft: Draft) -> None:
+    """Flat function tools into the draft; hosted-tool types we run ask for server tools."""
+    for t, path in objects(body, "tools"):
         kind = get_str(t, "type", path=path, required=True)
         if kind == "function":
-            req.tools.append(Tool(get_str(t, "name", path=path, required=True),
-                                  get_str(t, "description", "", path=path),
-                                  get_object(t, "parameters", {"type": "object", "properties": {}},
-                                             path=path)))
-        elif kind in SERVER_TOOL_TYPES:
-            server.append(SERVER_TOOL_TYPES[kind])
+            draft.tools.append(Tool(get_str(t, "name", path=path, required=True),
+                                    get_str(t, "description", "", path=path),
+                                    get_object(t, "parameters", {"type": "object", "properties": {}},
+                                               path=path)))
+        elif hosted_tool(kind):
+            draft.hosted.append(hosted_tool(kind))
         else:
             raise bad_request(f"Invalid value for '{path}.type': {kind!r} is not supported; send "
                               "function tools.", param=f"{path}.type")
-    req.parallel_tool_calls = get_bool(body, "parallel_tool_calls", True)
-    parse_tool_choice(body.get("tool_choice"), req)
-    return tuple(server)
+    draft.parallel_tool_calls = get_bool(body, "parallel_tool_calls", True)
+    parse_tool_choice(body.get("tool_choice"), draft)
 
 
-def parse_tool_choice(choice, req: ChatRequest) -> None:
+def parse_tool_choice(choice, draft: Draft) -> None:
     if choice is None:
-        req.tool_choice = "auto" if req.tools else "none"
-    elif choice in ("auto", "none", "required"):
-        req.tool_choice = choice
+        return
+    if choice in ("auto", "none", "required"):
+        draft.choice = (choice, None)
     elif isinstance(choice, dict) and choice.get("type") == "function":
-        req.tool_choice = "function"
-        req.tool_name = get_str(choice, "name", path="tool_choice", required=True)
-    elif isinstance(choice, dict) and isinstance(choice.get("type"), str) \
-            and choice["type"] in SERVER_TOOL_TYPES:
-        req.tool_choice, req.tool_name = "function", SERVER_TOOL_TYPES[choice["type"]]
+        draft.choice = ("function", get_str(choice, "name", path="tool_choice", required=True))
+    elif isinstance(choice, dict) and isinstance(choice.get("type"), str) and hosted_tool(choice["type"]):
+        draft.choice = ("function", hosted_tool(choice["type"]))
     else:
         raise bad_request("Invalid 'tool_choice': expected 'auto', 'none', 'required' or "
                           "{\"type\": \"function\", \"name\": ...}.", param="tool_choice")
 
 
-def parse_text_format(body: dict, req: ChatRequest) -> None:
-    fmt = get_object(get_object(body, "text", {}), "format", path="text")
-    req.response_schema = parse_output_format(fmt, "text.format")
-
-
-def parse_reasoning(body: dict, req: ChatRequest) -> str | None:
-    effort = get_str(get_object(body, "reasoning", {}), "effort", path="reasoning")
+def parse_reasoning(body: dict, draft: Draft) -> str | None:
+    effort = get_choice(get_object(body, "reasoning", {}), "effort", EFFORTS, path="reasoning")
     if effort is not None:
-        if effort not in EFFORTS:
-            raise bad_request(f"Invalid value for 'reasoning.effort': {effort!r} is not one of "
-                              f"{', '.join(EFFORTS)}.", param="reasoning.effort")
-        req.enable_thinking = effort != "none"
+        draft.enable_thinking = effort != "none"
     return effort
 
 
@@ -216,11 +188,24 @@ def echo(body: dict, req: ResponsesRequest, effort: str | None) -> dict:
     }
 
 
-# ---- previous_response_id ------------------------------------------------------------------------
-def continue_from(req: ResponsesRequest, history: list[Message]) -> None:
-    """Put a stored conversation after this request's instructions, before its input."""
+# ---- previous_response_id and the store ---------------------------------------------------------
+def prepare(req: ResponsesRequest, store) -> ResponsesRequest:
+    """The stored conversation of `previous_response_id` after the instructions, before the
+    input (a 404 when the store does not have it); instructions are never carried over."""
+    if not req.previous_response_id:
+        return req
+    previous = store.get(req.previous_response_id)
+    if previous is None:
+        raise ApiError(404, "not_found_error", f"Previous response with id "
+                       f"'{req.previous_response_id}' not found.", param="previous_response_id")
     n = 1 if req.instructions else 0
-    req.messages[n:n] = history
+    return replace(req, messages=req.messages[:n] + previous.conversation + req.messages[n:])
+
+
+def keep(req: ResponsesRequest, response: dict, store) -> None:
+    """Store a finished answer (unless `store: false`) for later `previous_response_id`s."""
+    if req.store and response["status"] in ("completed", "incomplete"):
+        store.put(response, conversation(req, response))
 
 
 def conversation(req: ResponsesRequest, response: dict) -> list[Message]:
@@ -277,23 +262,23 @@ def server_item(ev: ToolExecuted) -> dict:
 
 
 def render_response(events: list, model: str, req: ResponsesRequest) -> dict:
-    stream = Stream(req, model)
-    for ev in events:
-        stream.event(ev)
-    return stream.response
+    return Encoder(req, model).replay(events)
 
 
-class Stream(EventStream):
+class Encoder(base.Encoder):
     """Events → `(event_name, payload)` pairs, keeping `response` (the final JSON) up to date."""
 
     def __init__(self, req: ResponsesRequest, model: str):
+        super().__init__()
         self.seq = 0
         self.response = {"id": new_id("resp_"), "object": "response", "created_at": int(time.time()),
                          "status": "in_progress", "background": False, "completed_at": None,
                          "error": None, "incomplete_details": None, **req.echo, "model": model,
                          "output": [], "output_text": "", "usage": None}
-        self.open = None  # (key, output index) of the item being streamed
         self.calls: dict[int, int] = {}  # ToolCallDelta.index → output index
+
+    def final(self) -> dict:
+        return self.response
 
     def _emit(self, kind: str, **fields) -> tuple:
         self.seq += 1
@@ -311,17 +296,14 @@ class Stream(EventStream):
     def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
         return self._text("reasoning", ev.text)
 
-    def _open(self, key, item: dict) -> list[tuple]:
-        out = self._close()
-        index = len(self.response["output"])
+    def add(self, item: dict) -> int:
         self.response["output"].append(copy.deepcopy(item))
-        self.open = (key, index)
-        return out + [self._emit("response.output_item.added", output_index=index, item=item)]
+        return len(self.response["output"]) - 1
 
-    def _close(self, status: str = "completed") -> list[tuple]:
-        if self.open is None:
-            return []
-        index, self.open = self.open[1], None
+    def started(self, index: int, item: dict) -> list[tuple]:
+        return [self._emit("response.output_item.added", output_index=index, item=item)]
+
+    def stopped(self, index: int, status: str = "completed") -> list[tuple]:
         item = self.response["output"][index]
         item["status"] = status
         where = {"item_id": item["id"], "output_index": index}
@@ -340,27 +322,25 @@ class Stream(EventStream):
                                  item=copy.deepcopy(item))]
 
     def _text(self, kind: str, text: str) -> list[tuple]:
-        out = []
-        if self.open is None or self.open[0] != kind:
-            out = self._open(kind, new_text_item(kind))
-            item = self.response["output"][self.open[1]]
+        fresh = self.current is None or self.current[0] != kind
+        out = self.enter(kind, lambda: new_text_item(kind))
+        item = self.response["output"][self.index]
+        if fresh:
             item["content"].append(new_part(kind))
             out.append(self._emit("response.content_part.added", item_id=item["id"],
-                                  output_index=self.open[1], content_index=0, part=new_part(kind)))
-        index = self.open[1]
-        item = self.response["output"][index]
+                                  output_index=self.index, content_index=0, part=new_part(kind)))
         item["content"][0]["text"] += text
         extra = {"logprobs": []} if kind == "message" else {}
         return out + [self._emit(TEXT_ITEMS[kind][2] + ".delta", item_id=item["id"],
-                                 output_index=index, content_index=0, delta=text, **extra)]
+                                 output_index=self.index, content_index=0, delta=text, **extra)]
 
     def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
         out = []
         if ev.id is not None or ev.index not in self.calls:
             item = {"id": new_id("fc_"), "type": "function_call", "status": "in_progress",
                     "call_id": ev.id or new_id("call_"), "name": ev.name or "", "arguments": ""}
-            out = self._open(("tool", ev.index), item)
-            self.calls[ev.index] = self.open[1]
+            out = self.begin(("tool", ev.index), item)
+            self.calls[ev.index] = self.index
         if ev.arguments:
             index = self.calls[ev.index]
             item = self.response["output"][index]
@@ -371,10 +351,10 @@ class Stream(EventStream):
 
     def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
         item = server_item(ev)
-        out = self._open(("server", item["id"]), dict(item, status="in_progress"))
-        index = self.open[1]
+        out = self.begin(("server", item["id"]), dict(item, status="in_progress"))
+        index = self.index
         self.response["output"][index] = item
-        out += self._close()
+        out += self.leave()
         return out + [self._emit("tool_result", item_id=item["id"], output_index=index,
                                  tool_call_id=ev.call.id, name=ev.call.name,
                                  arguments=ev.call.arguments, content=ev.result.content,
@@ -382,7 +362,7 @@ class Stream(EventStream):
 
     def on_finish(self, ev: Finish) -> list[tuple]:
         status = "incomplete" if ev.reason == "length" else "completed"
-        out = self._close(status)
+        out = self.leave(status=status)
         r = self.response
         r.update(status=status, usage=render_usage(ev.usage), output_text="".join(
             p["text"] for it in r["output"] if it["type"] == "message" for p in it["content"]))
@@ -396,3 +376,7 @@ class Stream(EventStream):
         self.response.update(status="failed", error={
             "code": "server_error" if err.status >= 500 else "invalid_prompt", "message": err.message})
         return [self._lifecycle("response.failed")]
+
+
+DIALECT = Dialect("responses", parse_request, Encoder, render_error, prefix="/v1/responses",
+                  prepare=prepare, keep=keep)
