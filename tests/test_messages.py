@@ -166,7 +166,7 @@ def test_server_tool_types_and_thinking(scripted_server):
     ({"max_tokens": None}, "max_tokens"), ({"max_tokens": 0}, "max_tokens"),
     ({"max_tokens": "9"}, "max_tokens"), ({"temperature": 1.5}, "temperature"),
     ({"top_p": 2}, "top_p"), ({"stream": "yes"}, "stream"), ({"messages": []}, "messages"),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0].type"),
     ({"messages": [{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "b"}]}]},

@@ -34,7 +34,7 @@ log = logging.getLogger("unsloth_min")
 
 MAX_JSON_DEPTH = 100  # deeper bodies are a 400, before any recursive code (json.dumps, schema
 #   to grammar, Jinja) can hit Python's recursion limit on them and turn into a 500
-PUBLIC = {"/health"}  # the only path answered without a key
+PUBLIC = {"/health", "/"}  # the only paths answered without a key (Claude Code probes HEAD /)
 ID_PATHS = ("/v1/models/", "/v1/responses/")  # routes whose last segment is an {id}
 HEARTBEAT_S = 15.0  # a stream whose dialect has heartbeat() sends one after this much silence
 OPENAI, ANTHROPIC, RESPONSES = openai_chat.DIALECT, anthropic_messages.DIALECT, openai_responses.DIALECT
@@ -95,6 +95,7 @@ class App:
         self.responses = ResponseStore()
         self.routes = {  # (method, path) → (handler, the dialect spoken there)
             ("GET", "/health"): (self.health, OPENAI),
+            ("GET", "/"): (self.health, OPENAI),
             ("GET", "/v1/models"): (self.models, OPENAI),
             ("GET", "/v1/models/{id}"): (self.model_info, OPENAI),
             ("POST", "/v1/chat/completions"): (self.complete, OPENAI),

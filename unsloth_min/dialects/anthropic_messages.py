@@ -20,14 +20,21 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     bad_request, new_id)
 from ..media import image_from_base64, image_from_url
 from . import encoder as base
-from .common import Dialect, Draft, build_request, hosted_tool, parse_sampling
+from .common import (SPEC_FIELDS, Dialect, Draft, build_request, hosted_tool, ignore_unknown, ignored,
+                     parse_sampling)
 from .fields import (content, get_bool, get_choice, get_list, get_number, get_object, get_stops,
                      get_str, objects, require_object, texts)
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence",
                 "tool_calls": "tool_use"}
 TOOL_CHOICES = {"auto": "auto", "any": "required", "tool": "function", "none": "none"}
-ROLES = ("user", "assistant")
+ROLES = ("user", "assistant", "system")  # system: mid-conversation (beta mid-conversation-system)
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+KNOWN = {"model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature",
+         "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty",
+         "repetition_penalty", "tools", "tool_choice", "thinking", "output_config", "metadata",
+         "context_management"} | SPEC_FIELDS
+BILLING = "x-anthropic-billing-header:"  # Claude Code's per-request system block (a nonce)
 THINKING_TYPES = ("enabled", "adaptive", "between_tools", "disabled")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 ERROR_KINDS = {"server_error": "api_error", "not_found_error": "not_found_error"}
@@ -50,9 +57,12 @@ def parse_request(body: dict, *, counting: bool = False) -> ChatRequest:
     draft = Draft(messages=messages, sampling=sampling, model=get_str(body, "model", ""),
                   stream=get_bool(body, "stream", False) and not counting)
     get_object(body, "metadata")  # accepted (must be an object), ignored
+    if get_object(body, "context_management") is not None:  # edits of Anthropic's stored context
+        ignored("context_management")
     parse_tools(body, draft)
     parse_thinking(body, draft)
-    parse_output_format(body, draft)
+    parse_output_config(body, draft)
+    ignore_unknown(body, KNOWN)
     return build_request(draft, body)
 
 
@@ -74,7 +84,11 @@ def parse_system(system) -> list[Message]:
         if get_str(block, "type", path=f"system[{i}]", required=True) != "text":
             raise bad_request(f"Invalid value for 'system[{i}].type': only 'text' blocks are "
                               "allowed in 'system'.", param=f"system[{i}].type")
-        texts.append(get_str(block, "text", path=f"system[{i}]", required=True))
+        text = get_str(block, "text", path=f"system[{i}]", required=True)
+        if text.startswith(BILLING):  # new every request: it would defeat the prefix cache
+            ignored("system: " + BILLING)
+            continue
+        texts.append(text)
     return [Message("system", [Text("\n".join(texts))])] if texts else []
 
 
@@ -140,7 +154,7 @@ def _image(b: dict, path: str):
 
 # block type → (parser, roles that may send it); redacted thinking is Anthropic-encrypted: dropped
 BLOCKS = {
-    "text": (_text, ("user", "assistant")),
+    "text": (_text, ("user", "assistant", "system")),
     "image": (_image, ("user",)),
     "tool_use": (_tool_use, ("assistant",)),
     "server_tool_use": (_tool_use, ("assistant",)),
@@ -199,9 +213,14 @@ def parse_thinking(body: dict, draft: Draft) -> None:
     draft.enable_thinking = kind != "disabled"
 
 
-def parse_output_format(body: dict, draft: Draft) -> None:
-    """`output_config.format` (structured outputs: a JSON schema); `effort` is accepted, unused."""
-    fmt = get_object(get_object(body, "output_config", {}), "format", path="output_config")
+def parse_output_config(body: dict, draft: Draft) -> None:
+    """`output_config.format` (structured outputs: a JSON schema); `effort`: `low` turns
+    adaptive (or unsaid) thinking off, the other levels leave it as it is."""
+    config = get_object(body, "output_config", {})
+    effort = get_choice(config, "effort", EFFORTS, path="output_config")
+    if effort == "low" and get_object(body, "thinking", {}).get("type") != "enabled":
+        draft.enable_thinking = False
+    fmt = get_object(config, "format", path="output_config")
     if fmt is None:
         return
     if get_str(fmt, "type", path="output_config.format", required=True) != "json_schema":

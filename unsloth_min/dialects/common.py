@@ -15,6 +15,7 @@ Does not: read any dialect's messages or tools (each dialect module does), or re
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,7 +23,12 @@ from ..core import (SERVER_TOOLS, TOOL_ALIASES, ApiError, ChatRequest, Message, 
                     bad_request, server_tool_name)
 from .fields import get_bool, get_choice, get_number, get_object, get_str, get_str_list
 
+log = logging.getLogger("unsloth_min.dialects")
 MAX_SEED = 2**63 - 1
+# the fields SPEC adds to every dialect (build_request reads them)
+SPEC_FIELDS = {"enable_thinking", "chat_template_kwargs", "enable_tools", "enabled_tools",
+               "session_id", "max_tool_calls"}
+_ignored: set[str] = set()
 # hosted tool types (Anthropic's without their date suffix, OpenAI's as they are) that we run as
 # our server tools (SPEC "Server tools")
 HOSTED_TOOLS = {"web_search": "web_search", "web_search_preview": "web_search",
@@ -57,6 +63,20 @@ class Dialect:
     prefix: str                  # an unknown path under it is answered in this dialect's shape
     prepare: Callable | None = None
     keep: Callable | None = None
+
+
+def ignored(name: str) -> None:
+    """A field that only steers a hosted service: accepted, without effect here, said once."""
+    if name not in _ignored:
+        _ignored.add(name)
+        log.debug("ignoring %r: it has no meaning on a local server (said once)", name)
+
+
+def ignore_unknown(body: dict, known: set[str]) -> None:
+    """Top-level fields a dialect does not read are ignored, each said once at debug (clients
+    send their hosted services' fields: client_metadata, prompt_cache_key, service_tier…)."""
+    for key in body.keys() - known:
+        ignored(key)
 
 
 def build_request(draft: Draft, body: dict, cls: type = ChatRequest, **extra) -> ChatRequest:

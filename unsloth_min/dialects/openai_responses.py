@@ -2,30 +2,28 @@
 
 Strategy: `parse_request` turns a `/v1/responses` body into a `ResponsesRequest` — a `ChatRequest`
 that also carries what only this dialect needs (instructions, previous_response_id, store, and the
-request fields a Response object repeats). `Encoder` turns events into Responses SSE events, each
-with the next `sequence_number`, while keeping `response` (the Response object) up to date;
-a non-streamed answer is that object after all events (`replay`), so the two agree.
-Output items are opened and closed in order — message (`output_text` part), reasoning
-(`reasoning_text` part), function_call — as the SDK's stream accumulator requires.
-`prepare` and `keep` are the store's hooks around a request (`previous_response_id`, `store`):
+request fields a Response object repeats, the namespace and custom tools).
+Codex's tools: a `namespace` groups functions (shown to the model as `namespace.name`, its calls
+sent back under their own name with `namespace`), a `custom` tool takes free text (shown as a
+function of one string, `input`), a hosted `web_search` that asks for no live web access is
+dropped with a warning. Encoding is responses_encoder.py's. `prepare` and `keep` are the store's hooks around a request (`previous_response_id`, `store`):
 instructions are never carried over (as OpenAI documents), a stored conversation is.
 
 Does not: own a store (the app hands its ResponseStore to the hooks), frame SSE bytes, or generate.
 """
 from __future__ import annotations
 
-import copy
 import json
-import time
+import logging
 from dataclasses import dataclass, field, replace
 
-from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, ReasoningDelta, Started,
-                    Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
-                    bad_request, new_id)
+from ..core import (ApiError, ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult,
+                    bad_request)
 from ..media import image_from_url
-from . import encoder as base
+from .common import (SPEC_FIELDS, Dialect, Draft, build_request, hosted_tool, ignore_unknown,
+                     parse_output_format, parse_sampling)
 from .openai_chat import render_error
-from .common import Dialect, Draft, build_request, hosted_tool, parse_output_format, parse_sampling
+from .responses_encoder import Encoder
 from .fields import (content, get_bool, get_choice, get_list, get_object, get_str, objects,
                      require_object, texts)
 
@@ -34,6 +32,14 @@ TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refu
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 # our server tools' output items, sent back as input: accepted, skipped
 SERVER_ITEMS = ("code_interpreter_call", "shell_call", "web_search_call")
+KNOWN = {"model", "input", "instructions", "previous_response_id", "store", "stream",
+         "max_output_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
+         "frequency_penalty", "repetition_penalty", "tools", "tool_choice", "parallel_tool_calls",
+         "text", "reasoning", "metadata", "user", "max_tool_calls"} | SPEC_FIELDS
+# a custom (free-form) tool is shown to the model as a function of one string
+CUSTOM_INPUT = {"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]}
+NAMESPACE_SEP = "."  # a namespace tool's functions are shown as `namespace.name`
+log = logging.getLogger("unsloth_min.dialects")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class ResponsesRequest(ChatRequest):
     previous_response_id: str | None = None
     store: bool = True
     echo: dict = field(default_factory=dict)  # request fields the Response object repeats
+    namespaces: dict = field(default_factory=dict)  # shown name → (namespace, function name)
+    custom: frozenset = frozenset()  # shown names of custom tools (their calls: custom_tool_call)
 
 
 # ---- parse ---------------------------------------------------------------------------------------
@@ -59,12 +67,14 @@ def parse_request(body: dict) -> ResponsesRequest:
         draft.messages.append(Message("user", [Text(value)]))
     elif value is not None:
         draft.messages += parse_items(get_list(body, "input"), "input")
-    parse_tools(body, draft)
+    namespaces, custom = parse_tools(body, draft)
     draft.response_schema = parse_output_format(
         get_object(get_object(body, "text", {}), "format", path="text"), "text.format")
     effort = parse_reasoning(body, draft)
+    ignore_unknown(body, KNOWN)
     req = build_request(draft, body, ResponsesRequest, instructions=instructions,
-                        previous_response_id=previous, store=store)
+                        previous_response_id=previous, store=store, namespaces=namespaces,
+                        custom=custom)
     return replace(req, echo=echo(body, req, effort))
 
 
@@ -78,13 +88,11 @@ def parse_items(items: list, path: str) -> list[Message]:
         kind = get_str(item, "type", "message", path=p)
         if kind == "message":
             msg = parse_message(item, p)
-        elif kind == "function_call":
-            call = ToolCall(get_str(item, "call_id", path=p, required=True),
-                            get_str(item, "name", path=p, required=True),
-                            get_str(item, "arguments", "{}", path=p))
+        elif kind in ("function_call", "custom_tool_call"):
+            call = parse_call(item, p, kind == "custom_tool_call")
             names[call.id] = call.name
             msg = Message("assistant", [call])
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = get_str(item, "call_id", path=p, required=True)
             msg = Message("tool", [ToolResult(call_id, output_text(item, p), names.get(call_id))])
         elif kind == "reasoning":
@@ -99,6 +107,18 @@ def parse_items(items: list, path: str) -> list[Message]:
         else:
             out.append(msg)
     return out
+
+
+def parse_call(item: dict, path: str, custom: bool) -> ToolCall:
+    """A function or custom tool call sent back: under the name the model was shown."""
+    name = get_str(item, "name", path=path, required=True)
+    namespace = get_str(item, "namespace", path=path)
+    if custom:
+        arguments = json.dumps({"input": get_str(item, "input", "", path=path)}, ensure_ascii=False)
+    else:
+        arguments = get_str(item, "arguments", "{}", path=path)
+    return ToolCall(get_str(item, "call_id", path=path, required=True),
+                    f"{namespace}{NAMESPACE_SEP}{name}" if namespace else name, arguments)
 
 
 def parse_message(item: dict, path: str) -> Message:
@@ -131,15 +151,23 @@ def reasoning_text(item: dict, path: str) -> str:
     return texts(get_list(item, key, [], path=path), f"{path}.{key}")
 
 
-def parse_tools(body: dict, draft: Draft) -> None:
-    """Flat function tools into the draft; hosted-tool types we run ask for server tools."""
+def parse_tools(body: dict, draft: Draft) -> tuple[dict, frozenset]:
+    """Tools into the draft: function tools; custom tools as a function of one string; a
+    namespace's functions flattened as `namespace.name`; hosted tools we run as server tools.
+    Returns (shown name → (namespace, name), the custom tools' shown names)."""
+    namespaces, custom = {}, set()
     for t, path in objects(body, "tools"):
         kind = get_str(t, "type", path=path, required=True)
-        if kind == "function":
-            draft.tools.append(Tool(get_str(t, "name", path=path, required=True),
-                                    get_str(t, "description", "", path=path),
-                                    get_object(t, "parameters", {"type": "object", "properties": {}},
-                                               path=path)))
+        if kind == "namespace":
+            space = get_str(t, "name", path=path, required=True)
+            for inner, where in objects(t, "tools", path=path):
+                tool = parse_tool(inner, where, custom, prefix=space + NAMESPACE_SEP)
+                namespaces[tool.name] = (space, tool.name[len(space) + 1:])
+                draft.tools.append(tool)
+        elif kind in ("function", "custom"):
+            draft.tools.append(parse_tool(t, path, custom))
+        elif kind == "web_search" and t.get("external_web_access") is False:
+            log.warning("dropping the request's web_search tool: it asks for no live web access")
         elif hosted_tool(kind):
             draft.hosted.append(hosted_tool(kind))
         else:
@@ -147,6 +175,19 @@ def parse_tools(body: dict, draft: Draft) -> None:
                               "function tools.", param=f"{path}.type")
     draft.parallel_tool_calls = get_bool(body, "parallel_tool_calls", True)
     parse_tool_choice(body.get("tool_choice"), draft)
+    return namespaces, frozenset(custom)
+
+
+def parse_tool(t: dict, path: str, custom: set, prefix: str = "") -> Tool:
+    """A function tool, or a custom one (its grammar or format is not enforced: any text)."""
+    kind = get_choice(t, "type", ("function", "custom"), "function", path=path)
+    name = prefix + get_str(t, "name", path=path, required=True)
+    description = get_str(t, "description", "", path=path)
+    if kind == "custom":
+        custom.add(name)
+        return Tool(name, description, CUSTOM_INPUT)
+    return Tool(name, description, get_object(t, "parameters", {"type": "object", "properties": {}},
+                                              path=path))
 
 
 def parse_tool_choice(choice, draft: Draft) -> None:
@@ -213,169 +254,6 @@ def conversation(req: ResponsesRequest, response: dict) -> list[Message]:
     the output (its items read back as input items)."""
     n = 1 if req.instructions else 0
     return req.messages[n:] + parse_items(response["output"], "output")
-
-
-# ---- render --------------------------------------------------------------------------------------
-# text-like item type → (item id prefix, content part type, event name prefix)
-TEXT_ITEMS = {"message": ("msg_", "output_text", "response.output_text"),
-              "reasoning": ("rs_", "reasoning_text", "response.reasoning_text")}
-
-
-def render_usage(u) -> dict:
-    return {"input_tokens": u.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
-            "output_tokens": u.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-            "total_tokens": u.total_tokens}
-
-
-def new_text_item(kind: str) -> dict:
-    item = {"id": new_id(TEXT_ITEMS[kind][0]), "type": kind, "status": "in_progress"}
-    if kind == "message":
-        return dict(item, role="assistant", content=[])
-    return dict(item, summary=[], content=[])
-
-
-def new_part(kind: str) -> dict:
-    part = {"type": TEXT_ITEMS[kind][1], "text": ""}
-    return dict(part, annotations=[], logprobs=[]) if kind == "message" else part
-
-
-def server_item(ev: ToolExecuted) -> dict:
-    """A server tool's run as the hosted-tool output item OpenAI uses for its kind."""
-    raw = ev.call.arguments
-    try:
-        args = json.loads(raw)
-    except ValueError:
-        args = None
-    arg = (lambda key: str(args.get(key, raw)) if isinstance(args, dict) else raw)  # noqa: E731
-    if ev.call.name == "python":
-        return {"id": new_id("ci_"), "type": "code_interpreter_call", "status": "completed",
-                "code": arg("code"), "container_id": "local",
-                "outputs": [{"type": "logs", "logs": ev.result.content}]}
-    if ev.call.name == "bash":
-        return {"id": new_id("sh_"), "type": "shell_call", "status": "completed",
-                "call_id": ev.call.id, "action": {"commands": [arg("command")], "timeout_ms": None,
-                                                   "max_output_length": None}}
-    return {"id": new_id("ws_"), "type": "web_search_call", "status": "completed",
-            "action": {"type": "search", "query": arg("query")}}
-
-
-def render_response(events: list, model: str, req: ResponsesRequest) -> dict:
-    return Encoder(req, model).replay(events)
-
-
-class Encoder(base.Encoder):
-    """Events → `(event_name, payload)` pairs, keeping `response` (the final JSON) up to date."""
-
-    def __init__(self, req: ResponsesRequest, model: str):
-        super().__init__()
-        self.seq = 0
-        self.response = {"id": new_id("resp_"), "object": "response", "created_at": int(time.time()),
-                         "status": "in_progress", "background": False, "completed_at": None,
-                         "error": None, "incomplete_details": None, **req.echo, "model": model,
-                         "output": [], "output_text": "", "usage": None}
-        self.calls: dict[int, int] = {}  # ToolCallDelta.index → output index
-
-    def final(self) -> dict:
-        return self.response
-
-    def _emit(self, kind: str, **fields) -> tuple:
-        self.seq += 1
-        return kind, {"type": kind, "sequence_number": self.seq - 1, **fields}
-
-    def _lifecycle(self, kind: str) -> tuple:
-        return self._emit(kind, response=copy.deepcopy(self.response))
-
-    def on_started(self, ev: Started) -> list[tuple]:
-        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
-
-    def on_text(self, ev: TextDelta) -> list[tuple]:
-        return self._text("message", ev.text)
-
-    def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
-        return self._text("reasoning", ev.text)
-
-    def add(self, item: dict) -> int:
-        self.response["output"].append(copy.deepcopy(item))
-        return len(self.response["output"]) - 1
-
-    def started(self, index: int, item: dict) -> list[tuple]:
-        return [self._emit("response.output_item.added", output_index=index, item=item)]
-
-    def stopped(self, index: int, status: str = "completed") -> list[tuple]:
-        item = self.response["output"][index]
-        item["status"] = status
-        where = {"item_id": item["id"], "output_index": index}
-        out = []
-        if item["type"] in TEXT_ITEMS:
-            part = item["content"][0]
-            extra = {"logprobs": []} if item["type"] == "message" else {}
-            out += [self._emit(TEXT_ITEMS[item["type"]][2] + ".done", **where, content_index=0,
-                               text=part["text"], **extra),
-                    self._emit("response.content_part.done", **where, content_index=0,
-                               part=copy.deepcopy(part))]
-        elif item["type"] == "function_call":
-            out.append(self._emit("response.function_call_arguments.done", **where,
-                                  name=item["name"], arguments=item["arguments"]))
-        return out + [self._emit("response.output_item.done", output_index=index,
-                                 item=copy.deepcopy(item))]
-
-    def _text(self, kind: str, text: str) -> list[tuple]:
-        fresh = self.current is None or self.current[0] != kind
-        out = self.enter(kind, lambda: new_text_item(kind))
-        item = self.response["output"][self.index]
-        if fresh:
-            item["content"].append(new_part(kind))
-            out.append(self._emit("response.content_part.added", item_id=item["id"],
-                                  output_index=self.index, content_index=0, part=new_part(kind)))
-        item["content"][0]["text"] += text
-        extra = {"logprobs": []} if kind == "message" else {}
-        return out + [self._emit(TEXT_ITEMS[kind][2] + ".delta", item_id=item["id"],
-                                 output_index=self.index, content_index=0, delta=text, **extra)]
-
-    def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
-        out = []
-        if ev.id is not None or ev.index not in self.calls:
-            item = {"id": new_id("fc_"), "type": "function_call", "status": "in_progress",
-                    "call_id": ev.id or new_id("call_"), "name": ev.name or "", "arguments": ""}
-            out = self.begin(("tool", ev.index), item)
-            self.calls[ev.index] = self.index
-        if ev.arguments:
-            index = self.calls[ev.index]
-            item = self.response["output"][index]
-            item["arguments"] += ev.arguments
-            out.append(self._emit("response.function_call_arguments.delta", item_id=item["id"],
-                                  output_index=index, delta=ev.arguments))
-        return out
-
-    def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
-        item = server_item(ev)
-        out = self.begin(("server", item["id"]), dict(item, status="in_progress"))
-        index = self.index
-        self.response["output"][index] = item
-        out += self.leave()
-        return out + [self._emit("tool_result", item_id=item["id"], output_index=index,
-                                 tool_call_id=ev.call.id, name=ev.call.name,
-                                 arguments=ev.call.arguments, content=ev.result.content,
-                                 is_error=ev.result.is_error)]
-
-    def on_finish(self, ev: Finish) -> list[tuple]:
-        status = "incomplete" if ev.reason == "length" else "completed"
-        out = self.leave(status=status)
-        r = self.response
-        r.update(status=status, usage=render_usage(ev.usage), output_text="".join(
-            p["text"] for it in r["output"] if it["type"] == "message" for p in it["content"]))
-        if status == "incomplete":
-            r["incomplete_details"] = {"reason": "max_output_tokens"}
-        else:
-            r["completed_at"] = int(time.time())
-        return out + [self._lifecycle(f"response.{status}")]
-
-    def error(self, err: ApiError) -> list[tuple]:
-        self.response.update(status="failed", error={
-            "code": "server_error" if err.status >= 500 else "invalid_prompt", "message": err.message})
-        return [self._lifecycle("response.failed")]
 
 
 DIALECT = Dialect("responses", parse_request, Encoder, render_error, prefix="/v1/responses",

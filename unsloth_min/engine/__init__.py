@@ -5,6 +5,8 @@ Strategy: `Engine.generate()` renders the chat template, tokenizes, checks the c
 to a response before the first token), then the worker's text run through the output parser
 (output.py: thinking, answer text, tool calls) as core events, and `Finish`. Closing the iterator
 (client gone, task cancelled) cancels the sequence: the worker drops it before its next token.
+System messages after the first turn (Claude Code sends them) go to the template as system turns;
+a template that refuses them gets them folded into the nearest user turn.
 Tools and thinking: the template's own formats are detected once (formats.py); a template without
 a tool format gets our Hermes section instead. `tool_choice` none hides the tools; required, a
 named function, auto (lazily) and `response_schema` get a grammar (grammar.py).
@@ -27,12 +29,13 @@ from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
 from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started, TextDelta
-from .formats import HERMES, detect_think_format, detect_tool_format, prepare_messages, starts_thinking
+from .formats import (HERMES, detect_think_format, detect_tool_format, fold_system, prepare_messages,
+                      starts_thinking)
 from .grammar import build_grammar
 from .model import Model, ModelParams
 from .output import OutputParser
 from .scheduler import Scheduler, Sequence
-from .template import CHATML, ChatTemplate
+from .template import CHATML, ChatTemplate, TemplateError
 from .vision import MediaChunk, Vision
 
 log = logging.getLogger("unsloth_min.engine")
@@ -192,7 +195,13 @@ class Engine:
             shown = replace(req, messages=prepare_messages(req.messages, offered), tools=[])
         else:
             shown = replace(req, tools=offered)
-        return self.template.render_parts(shown, thinking, marker)
+        try:
+            return self.template.render_parts(shown, thinking, marker)
+        except TemplateError:
+            folded = fold_system(shown.messages)
+            if folded is None:
+                raise
+            return self.template.render_parts(replace(shown, messages=folded), thinking, marker)
 
     def plan(self, req: ChatRequest):
         """(prompt tokens, image chunks by start, output parser, grammar or None)."""

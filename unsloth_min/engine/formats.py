@@ -139,3 +139,35 @@ def prepare_messages(messages: list[Message], tools: list[Tool]) -> list[Message
         else:
             out.insert(0, Message("system", [Text(section)]))
     return out
+
+
+def fold_system(messages: list[Message]) -> list[Message] | None:
+    """System messages after the first turn folded into the nearest user turn (the next one,
+    else the one before), for templates that allow a system message only first; None when
+    there are none to fold."""
+    lead = 1 if messages and messages[0].role == "system" else 0
+    late = [i for i, m in enumerate(messages) if m.role == "system" and i >= lead]
+    if not late:
+        return None
+    out, pending = list(messages[:lead]), []
+    for m in messages[lead:]:
+        if m.role == "system":
+            pending.append(m.text)
+        elif m.role == "user" and pending:
+            out.append(_with_text(m, pending + [m.text]))
+            pending = []
+        else:
+            out.append(m)
+    if pending:
+        users = [i for i, m in enumerate(out) if m.role == "user"]
+        if users:
+            out[users[-1]] = _with_text(out[users[-1]], [out[users[-1]].text] + pending)
+        else:
+            out.append(Message("user", [Text("\n\n".join(pending))]))
+    return out
+
+
+def _with_text(m: Message, texts: list[str]) -> Message:
+    """`m` with its text replaced by `texts` joined (other parts, e.g. images, kept after)."""
+    rest = [p for p in m.parts if not isinstance(p, Text)]
+    return Message(m.role, [Text("\n\n".join(t for t in texts if t))] + rest)
