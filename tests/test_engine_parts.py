@@ -192,15 +192,16 @@ def test_mailbox_carries_worker_events_into_the_loop_in_order():
 
 @pytest.mark.model
 def test_default_context_shrinks_to_the_memory_an_explicit_one_is_kept(monkeypatch, caplog):
-    """The training context x slots must not ask for a KV cache beyond half the free memory (a
-    big model's 128k x 4 is tens of GiB); an explicit -c stays, with a warning."""
+    """The default context (the training context, at least 32k for coding agents' prompts) x
+    slots must not ask for a KV cache beyond half the free memory (a big model's 128k x 4 is
+    tens of GiB); an explicit -c stays, with a warning."""
     from unsloth_min.engine import embedded_model_path
     from unsloth_min.engine import model as M
 
     path = embedded_model_path()
     roomy = M.Model(M.ModelParams(path))
     per_token = roomy.kv_bytes_per_token()
-    assert roomy.n_ctx == roomy.n_ctx_train and per_token > 0
+    assert roomy.n_ctx == max(roomy.n_ctx_train, M.MIN_DEFAULT_CTX) and per_token > 0
     roomy.close()
     monkeypatch.setattr(M, "available_memory", lambda: per_token * 4 * 6000)  # half: 3000 per slot
     tight = M.Model(M.ModelParams(path))
@@ -229,7 +230,7 @@ def test_with_layers_on_a_gpu_the_default_context_fits_its_memory(monkeypatch, c
     assert gpu.offloading and gpu.n_ctx == 768 and "of free GPU memory" in caplog.text
     gpu.close()
     cpu = M.Model(M.ModelParams(path, n_gpu_layers=0))  # -ngl 0: the cache is in RAM
-    assert not cpu.offloading and cpu.n_ctx == cpu.n_ctx_train
+    assert not cpu.offloading and cpu.n_ctx == max(cpu.n_ctx_train, M.MIN_DEFAULT_CTX)
     cpu.close()
 
 

@@ -21,7 +21,7 @@ class Config:
     model: str | None = None        # None → the embedded SmolLM2-135M-Instruct
     mmproj: str | None = None
     alias: str | None = None        # None → the model file's stem
-    ctx_size: int = 0               # 0 → the model's training context
+    ctx_size: int = 0               # 0 → the training context, at least 32k (engine/model.py)
     parallel: int = 4
     n_gpu_layers: int = -1
     threads: int = 0                # 0 → the cores this process may use
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--alias", default=d.alias, help="model id shown in /v1/models (default: the file's stem)")
     a("-c", "--ctx-size", type=_positive(int), default=d.ctx_size,
       help="tokens per sequence; the KV cache holds ctx-size x parallel (default: the model's "
-           "training context, less if that cache would exceed half the free memory)")
+           "training context but at least 32768, less if that cache would exceed half the free "
+           "memory)")
     a("-np", "--parallel", type=_positive(int), default=d.parallel,
       help="sequences decoded together in one batch (default %(default)s)")
     a("-ngl", "--n-gpu-layers", type=int, default=d.n_gpu_layers,

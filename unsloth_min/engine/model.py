@@ -23,7 +23,7 @@ log = logging.getLogger("unsloth_min.engine")
 @dataclass(frozen=True)
 class ModelParams:
     path: str
-    n_ctx: int = 0            # KV cells per sequence; 0 → the model's training context
+    n_ctx: int = 0            # KV cells per sequence; 0 → the training context, at least MIN_DEFAULT_CTX
     n_parallel: int = 4       # sequences decoded together (llama-server's default)
     n_gpu_layers: int = -1    # -1 → every layer that fits (llama.cpp offloads all; CPU builds ignore it)
     n_threads: int = 0        # 0 → the cores this process may use
@@ -40,6 +40,9 @@ def usable_cores() -> int:
 
 
 GIB = 1 << 30
+# the default context is never below this: coding agents' first prompts are 20–30k tokens (Claude
+# Code's system prompt and tools), past small models' training context, and must get an answer
+MIN_DEFAULT_CTX = 32768
 WARM_UP_TOKENS = 8  # a batch long enough to take llama.cpp's batched (prompt) kernels
 
 
@@ -97,9 +100,10 @@ class Model:
             raise RuntimeError(f"could not load model {params.path}")
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
-        self.n_ctx = params.n_ctx or self.n_ctx_train
+        self.n_ctx = params.n_ctx or max(self.n_ctx_train, MIN_DEFAULT_CTX)
         if self.n_ctx > self.n_ctx_train:
-            log.warning("--ctx-size %d exceeds the model's training context %d: quality may drop",
+            log.warning("%d tokens per sequence is past the model's training context %d: answers "
+                        "to prompts longer than that may be poor (-c/--ctx-size chooses)",
                         self.n_ctx, self.n_ctx_train)
         self.n_ctx = self._fit_kv(params, self.n_ctx)
         self.n_threads = params.n_threads or usable_cores()
