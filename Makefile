@@ -9,7 +9,12 @@ STAMP    = $(VENV)/.installed
 SOAK_REQUESTS ?= 300
 FUZZ_EXAMPLES ?= 20000
 
-.PHONY: install run test test-fast soak fuzz bench clean
+CLIENTS_DIR        ?= .cache/clients
+CLAUDE_CODE_VERSION ?= 2.1.197
+CODEX_VERSION       ?= 0.171.0
+OPENCODE_VERSION    ?= 1.18.33
+
+.PHONY: install run test test-fast soak fuzz bench e2e-clients clean
 
 install: $(STAMP)
 
@@ -39,6 +44,16 @@ soak: install
 # The hypothesis fuzzers with a bigger budget than make test's (examples per test).
 fuzz: install
 	UNSLOTH_MIN_FUZZ=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/test_fuzz_http.py tests/test_fuzz_dialects.py
+
+# Claude Code, Codex and opencode (pinned; `make e2e-clients CODEX_VERSION=latest …` tries the newest),
+# installed with npm into $(CLIENTS_DIR), one real turn each against the embedded model.
+e2e-clients: install
+	@command -v npm >/dev/null || { echo "e2e-clients: SKIPPED: npm is not installed"; exit 0; }
+	mkdir -p $(CLIENTS_DIR)
+	cd $(CLIENTS_DIR) && { test -f package.json || npm init -y >/dev/null; } && npm install --no-audit \
+	    --no-fund --loglevel=error @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
+	    @openai/codex@$(CODEX_VERSION) opencode-ai@$(OPENCODE_VERSION)
+	UNSLOTH_MIN_CLIENTS=$(CLIENTS_DIR) $(BIN)/python -m pytest -q -s -rs tests/test_e2e_clients.py
 
 # LLAMA_SERVER=path/to/llama-server adds llama.cpp's server to the comparison (bench/README.md)
 bench: install
