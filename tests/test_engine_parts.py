@@ -3,13 +3,17 @@ tool/thinking formats read from templates."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import pytest
 
-from unsloth_min.core import ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult
+from unsloth_min.config import Config, parse_config
+from unsloth_min.core import ChatRequest, Message, Reasoning, Sampling, Text, Tool, ToolCall, ToolResult
+from unsloth_min.engine import EngineOptions
 from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat,
                                         detect_think_format, detect_tool_format, prepare_messages,
                                         starts_thinking)
+from unsloth_min.engine.scheduler import MAX_QUEUE, Scheduler
 from unsloth_min.engine.template import CHATML, ChatTemplate, TemplateError
 from unsloth_min.engine.textstream import TextStream
 
@@ -277,3 +281,11 @@ def test_output_the_parser_kept_whole_is_given_back_as_text():
     assert cut[:-1] == [TextDelta("[TOOL_CALLS][")] and cut[-1].reason == "length"
     plain = asyncio.run(run(["Hello", " there"]))
     assert "".join(ev.text for ev in plain[:-1]) == "Hello there"
+
+
+def test_one_max_queue_default():
+    """The scheduler owns the queue and its default; the engine's options and the flag take it."""
+    assert MAX_QUEUE == 128  # what --max-queue always defaulted to
+    assert inspect.signature(Scheduler).parameters["max_queue"].default == MAX_QUEUE
+    assert EngineOptions("m.gguf", "m", None, Sampling()).max_queue == MAX_QUEUE
+    assert Config().max_queue == parse_config([]).max_queue == MAX_QUEUE

@@ -31,7 +31,7 @@ from .formats import HERMES, detect_think_format, detect_tool_format, prepare_me
 from .grammar import build_grammar
 from .model import Model, ModelParams
 from .output import OutputParser
-from .scheduler import Scheduler, Sequence
+from .scheduler import MAX_QUEUE, Scheduler, Sequence
 from .template import CHATML, ChatTemplate
 from .vision import MediaChunk, Vision
 
@@ -74,7 +74,7 @@ class EngineOptions:
     defaults: Sampling
     reasoning: bool = True
     chat_template: str | None = None  # source text overriding the GGUF's
-    max_queue: int = 64
+    max_queue: int = MAX_QUEUE
     mmproj: str | None = None  # vision projector GGUF
 
 
