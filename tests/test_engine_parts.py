@@ -8,8 +8,10 @@ import inspect
 import pytest
 
 from unsloth_min.config import Config, parse_config
-from unsloth_min.core import ChatRequest, Message, Reasoning, Sampling, Text, Tool, ToolCall, ToolResult
-from unsloth_min.engine import EngineOptions
+from scripted import ScriptedEngine
+from unsloth_min.core import (ChatEngine, ChatRequest, Message, Reasoning, Sampling, Text, Tool, ToolCall,
+                              ToolResult)
+from unsloth_min.engine import Engine, EngineOptions
 from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat,
                                         detect_think_format, detect_tool_format, prepare_messages,
                                         starts_thinking)
@@ -289,3 +291,17 @@ def test_one_max_queue_default():
     assert inspect.signature(Scheduler).parameters["max_queue"].default == MAX_QUEUE
     assert EngineOptions("m.gguf", "m", None, Sampling()).max_queue == MAX_QUEUE
     assert Config().max_queue == parse_config([]).max_queue == MAX_QUEUE
+
+
+def test_both_engines_are_chat_engines():
+    """core.ChatEngine is what the app relies on; the real engine's instances are checked against
+    it in test_e2e_tools (loading a model), its class here: every member, methods of the same kind."""
+    assert isinstance(ScriptedEngine(), ChatEngine)
+    members = set(ChatEngine.__annotations__) | {n for n, v in vars(ChatEngine).items()
+                                                 if callable(v) and not n.startswith("_")}
+    assert members == {"model_id", "n_ctx", "accepts_images", "generate", "count_tokens", "close"}
+    for engine in (Engine, ScriptedEngine):
+        assert members <= set(dir(engine)) | set(engine.__annotations__), engine
+        assert inspect.isasyncgenfunction(engine.generate)
+        assert not inspect.iscoroutinefunction(engine.count_tokens)
+        assert not inspect.iscoroutinefunction(engine.close)

@@ -12,7 +12,8 @@ With `--mmproj` a prompt with images is tokenized by the projector (vision.py), 
 into token ids plus image chunks the worker evaluates; without one, images are dropped with a
 warning, once per request.
 
-Does not: know HTTP or any dialect's wire format. `ScriptedEngine` (tests) has the same interface.
+Does not: know HTTP or any dialect's wire format. `ScriptedEngine` (tests) has the same interface,
+`core.ChatEngine`.
 """
 from __future__ import annotations
 
@@ -129,6 +130,10 @@ class Mailbox:
 
 
 class Engine:
+    """core.ChatEngine over one llama.cpp model."""
+    model_id: str
+    n_ctx: int
+
     def __init__(self, opts: EngineOptions):
         self.model_id = opts.model_id
         self.model = Model(opts.params)
