@@ -2,15 +2,19 @@
 stand-in for the search backends (127.0.0.1 only — never the internet)."""
 from __future__ import annotations
 
+import ast
 import asyncio
+import graphlib
 import json
 import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
 from conftest import KEY, free_port, serve_http, wait_for
 from procs import processes_with
+from unsloth_min import tools as tools_package
 from unsloth_min.tools import Capped, ToolOptions, ToolRegistry, cap, session_folder_name
 from unsloth_min.tools.web_search import MAX_PAGE_BYTES, real_url
 
@@ -31,6 +35,25 @@ def tools(tmp_path):
     yield registry
     loop.run_until_complete(registry.close())
     loop.close()
+
+
+def sibling_imports(path: Path, siblings: set[str]) -> set[str]:
+    """The modules of the same package that `path` imports anywhere, in functions too;
+    `__init__` for `from . import …`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module} if node.module else {"__init__"} | {a.name for a in node.names} & siblings
+    return found
+
+
+def test_tools_imports_point_one_way():
+    """The registry (__init__) imports the tools, the tools import common.py, nothing imports back."""
+    folder = Path(tools_package.__file__).parent
+    siblings = {p.stem for p in folder.glob("*.py")}
+    graph = {p.stem: sibling_imports(p, siblings) for p in folder.glob("*.py")}
+    assert graph["common"] == set() and "__init__" not in set().union(*graph.values())
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on any cycle
 
 
 def test_capped_keeps_head_and_tail_with_a_marker():

@@ -12,7 +12,7 @@ from .agent import DEFAULT_MAX_CALLS
 from .engine.bufts import MODES as BUFT_MODES
 from .engine.scheduler import MAX_QUEUE
 from .media import MAX_IMAGES
-from .tools import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
+from .tools.common import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
 
 
 @dataclass

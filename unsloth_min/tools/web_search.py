@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 
 from ..media import FetchError, MediaLimits, fetch
-from . import Outcome, Session, ToolOptions, cap
+from .common import Outcome, Session, ToolOptions, cap
 
 MAX_RESULTS = 5
 TITLE_CHARS, SNIPPET_CHARS = 200, 400
