@@ -1,4 +1,4 @@
-"""A scripted engine with the real engine's interface, for exact protocol tests.
+"""A scripted engine with the real engine's interface (core.ChatEngine), for exact protocol tests.
 
 `enqueue([...])` queues one answer: strings become TextDelta, core events pass through, and a
 Finish with exact usage closes it unless the script has its own. `history` records every request.
@@ -29,6 +29,9 @@ class ScriptedEngine:
 
     def count_tokens(self, req: ChatRequest) -> int:
         return self.prompt_tokens
+
+    def close(self) -> None:
+        pass  # no model to free
 
     async def generate(self, req: ChatRequest):
         self.history.append(req)

@@ -17,9 +17,9 @@ from unsloth_min.auth import (
     KeyStoreError,
     default_home,
     ensure_key,
-    keys_command,
     mint_key,
 )
+from unsloth_min.cli import keys_command
 
 KEY_RE = re.compile(r"^sk-unsloth-[0-9a-f]{32}$")
 

@@ -285,6 +285,11 @@ def xml_request(**kw):
     return ChatRequest(messages=history, tools=tools, sampling=Sampling(temperature=0.0, max_tokens=120), **kw)
 
 
+def test_the_real_engine_is_a_chat_engine(xml_engine):
+    from unsloth_min.core import ChatEngine
+    assert isinstance(xml_engine, ChatEngine)  # what the app needs of it (test_engine_parts: the class)
+
+
 def test_qwen3_coder_template_shows_tools_and_history_as_xml(xml_engine):
     from unsloth_min.engine.formats import QWEN3_XML
 

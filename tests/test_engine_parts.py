@@ -3,13 +3,19 @@ tool/thinking formats read from templates."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import pytest
 
-from unsloth_min.core import ChatRequest, Message, Reasoning, Text, Tool, ToolCall, ToolResult
+from unsloth_min.config import Config, parse_config
+from scripted import ScriptedEngine
+from unsloth_min.core import (ChatEngine, ChatRequest, Message, Reasoning, Sampling, Text, Tool, ToolCall,
+                              ToolResult)
+from unsloth_min.engine import Engine, EngineOptions
 from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat,
                                         detect_think_format, detect_tool_format, prepare_messages,
                                         starts_thinking)
+from unsloth_min.engine.scheduler import MAX_QUEUE, Scheduler
 from unsloth_min.engine.template import CHATML, ChatTemplate, TemplateError
 from unsloth_min.engine.textstream import TextStream
 
@@ -278,3 +284,25 @@ def test_output_the_parser_kept_whole_is_given_back_as_text():
     assert cut[:-1] == [TextDelta("[TOOL_CALLS][")] and cut[-1].reason == "length"
     plain = asyncio.run(run(["Hello", " there"]))
     assert "".join(ev.text for ev in plain[:-1]) == "Hello there"
+
+
+def test_one_max_queue_default():
+    """The scheduler owns the queue and its default; the engine's options and the flag take it."""
+    assert MAX_QUEUE == 128  # what --max-queue always defaulted to
+    assert inspect.signature(Scheduler).parameters["max_queue"].default == MAX_QUEUE
+    assert EngineOptions("m.gguf", "m", None, Sampling()).max_queue == MAX_QUEUE
+    assert Config().max_queue == parse_config([]).max_queue == MAX_QUEUE
+
+
+def test_both_engines_are_chat_engines():
+    """core.ChatEngine is what the app relies on; the real engine's instances are checked against
+    it in test_e2e_tools (loading a model), its class here: every member, methods of the same kind."""
+    assert isinstance(ScriptedEngine(), ChatEngine)
+    members = set(ChatEngine.__annotations__) | {n for n, v in vars(ChatEngine).items()
+                                                 if callable(v) and not n.startswith("_")}
+    assert members == {"model_id", "n_ctx", "accepts_images", "generate", "count_tokens", "close"}
+    for engine in (Engine, ScriptedEngine):
+        assert members <= set(dir(engine)) | set(engine.__annotations__), engine
+        assert inspect.isasyncgenfunction(engine.generate)
+        assert not inspect.iscoroutinefunction(engine.count_tokens)
+        assert not inspect.iscoroutinefunction(engine.close)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from unsloth_min.http import HttpError, Limits, Request, RequestParser
+from unsloth_min.http import HttpError, Limits, Request, RequestParser, is_token_list, parse_media_type
 
 SMALL = Limits(max_request_line=64, max_header_bytes=128, max_headers=4, max_body=100)
 
@@ -69,6 +69,44 @@ def test_target_forms():
     assert (r.path, r.target) == ("*", "*")
     assert parse_error(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n") == 400
     assert parse_error(b"CONNECT example.com:443 HTTP/1.1\r\nHost: a\r\n\r\n") == 400
+
+
+def test_effective_authority():
+    # RFC 9112 §3.2.2: an absolute-form target's authority overrides Host; the guard reads only this
+    assert one(b"GET / HTTP/1.1\r\nHost: LocalHost:8888\r\n\r\n").authority == "LocalHost:8888"
+    r = one(b"GET http://evil.example:1/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert (r.authority, r.path, r.header("host")) == ("evil.example:1", "/x", "localhost")
+    assert one(b"GET http://[::1]?q HTTP/1.1\r\nHost: a\r\n\r\n").authority == "[::1]"
+    assert one(b"GET http://a/b@c HTTP/1.1\r\nHost: a\r\n\r\n").authority == "a"  # `@` in the path
+    assert one(b"GET / HTTP/1.0\r\n\r\n").authority is None
+    assert one(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").authority == "a"
+
+
+@pytest.mark.parametrize("target", [b"http://evil@localhost/", b"http://u:p@localhost:1/x",
+                                    b"http://localhost@evil.example/", b"http://@localhost/",
+                                    b"http:///x", b"http://:80/x", b"http://a b/", b"http://a:8x/",
+                                    b"http://[::1/"])
+def test_bad_absolute_authority(target):
+    # RFC 9110 §4.2.4: userinfo is deprecated, a recipient should treat it as an error; §4.2.1:
+    # no empty host. Either way a 400, never a second reading of which host was meant.
+    assert parse_error(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n") == 400
+
+
+def test_content_type():
+    def ctype(*values: bytes):
+        return one(b"POST / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"Content-Type: " + v + b"\r\n"
+                                                                 for v in values) + b"\r\n").content_type
+    assert ctype(b"Application/JSON; Charset=UTF-8") == ("application/json", {"charset": "UTF-8"})
+    assert ctype() is None and ctype(b"a/b", b"a/b") is None and ctype(b"a/b;") is None
+
+
+def test_field_grammars():
+    assert parse_media_type('a/b; c="d\\"e" ;F=g') == ("a/b", {"c": 'd"e', "f": "g"})
+    assert parse_media_type("a/b") == ("a/b", {}) and parse_media_type("a/b ") == ("a/b", {})
+    for bad in ("a", "a/", "/b", "a/b;", "a/b; c", "a/b; c=", 'a/b; c="d', "a b/c", "a/b,c/d"):
+        assert parse_media_type(bad) is None, bad
+    assert is_token_list("x-api-key, content-type") and is_token_list("a,b")
+    assert not any(map(is_token_list, ["", "a,", "a, ,b", "bad header!", "a;b"]))
 
 
 def test_http10_needs_no_host():

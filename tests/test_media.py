@@ -115,7 +115,8 @@ def test_template_marks_where_images_stood():
 # ---- the fetcher ---------------------------------------------------------------------------------
 class Handler(http.server.BaseHTTPRequestHandler):
     """/img, /text, /missing, /big (declared too long), /stream (too long, no length), /slow,
-    /redirect/N (N hops before /img), /away (to the address in the `to` query)."""
+    /redirect/N (N hops before /img), /away (to the address in the `to` query), /trickle/head and
+    /trickle/body (a byte every 50 ms: each read is quick, the whole never ends)."""
 
     def log_message(self, *args):
         pass
@@ -128,6 +129,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the fetcher gave up on purpose
+            pass
+
+    def trickle(self, head: bool) -> None:
+        data = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200
+        if not head:
+            self.send_response(200)
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            data = b"x" * 200
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):  # the fetcher gave up: as it should
             pass
 
     def do_GET(self):
@@ -147,6 +162,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             n = int(path.rsplit("/", 1)[1])
             return self.send(302, b"", {"Location": f"/redirect/{n - 1}" if n > 1 else "/img",
                                         "Content-Length": "0"})
+        if path.startswith("/trickle/"):
+            return self.trickle(path == "/trickle/head")
         if path == "/away":
             return self.send(302, b"", {"Location": query[3:], "Content-Length": "0"})
         self.send(404, b"nope")
@@ -167,6 +184,8 @@ def test_fetch(image_server):
     ("/big", MediaLimits(max_bytes=5000), "larger than 5000 bytes"),
     ("/stream", MediaLimits(max_bytes=5000), "larger than 5000 bytes"),
     ("/slow", MediaLimits(timeout_s=0.3), "longer than 0.3 s"),
+    ("/trickle/head", MediaLimits(timeout_s=0.3), "longer than 0.3 s"),  # no read ever times out:
+    ("/trickle/body", MediaLimits(timeout_s=0.3), "longer than 0.3 s"),  # the deadline still holds
     ("/redirect/4", MediaLimits(), "redirects more than 3 times"),
     ("/redirect/2", MediaLimits(max_redirects=1), "redirects more than 1 times"),
     ("/missing", MediaLimits(), "HTTP 404"),
@@ -208,9 +227,9 @@ def test_no_redirect_from_public_to_private(image_server, monkeypatch):
     def resolve(host, port):
         return "93.184.215.14" if host == "public.test" else "127.0.0.1"
 
-    def open_(url, ip, deadline, limits):  # "the public host" is the local test server
+    def open_(url, ip, *rest):  # "the public host" is the local test server
         opened.append(url.geturl())
-        return real_open(url, "127.0.0.1", deadline, limits)
+        return real_open(url, "127.0.0.1", *rest)
     monkeypatch.setattr(media, "_resolve", resolve)
     monkeypatch.setattr(media, "_open", open_)
     port = image_server.rsplit(":", 1)[1]

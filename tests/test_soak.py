@@ -27,13 +27,16 @@ SOAK_ENV = "UNSLOTH_MIN_SOAK"  # requests in the real-model soak; unset: skipped
 class SoakEngine:
     """Answers "slow" with 2000 tokens a millisecond apart (so a drop lands mid-stream), anything
     else at once; counts generations that finished and those closed before their end."""
-    model_id, n_ctx = "scripted", 4096
+    model_id, n_ctx, accepts_images = "scripted", 4096, False
 
     def __init__(self):
         self.started = self.finished = self.cancelled = 0
 
     def count_tokens(self, req) -> int:
         return 3
+
+    def close(self) -> None:
+        pass
 
     async def generate(self, req):
         self.started += 1

@@ -2,17 +2,21 @@
 stand-in for the search backends (127.0.0.1 only — never the internet)."""
 from __future__ import annotations
 
+import ast
 import asyncio
+import graphlib
 import json
 import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
 from conftest import KEY, free_port, serve_http, wait_for
 from procs import processes_with
+from unsloth_min import tools as tools_package
 from unsloth_min.tools import Capped, ToolOptions, ToolRegistry, cap, session_folder_name
-from unsloth_min.tools.web_search import real_url
+from unsloth_min.tools.web_search import MAX_PAGE_BYTES, real_url
 
 SECRET = "sk-unsloth-" + "5" * 32
 
@@ -31,6 +35,25 @@ def tools(tmp_path):
     yield registry
     loop.run_until_complete(registry.close())
     loop.close()
+
+
+def sibling_imports(path: Path, siblings: set[str]) -> set[str]:
+    """The modules of the same package that `path` imports anywhere, in functions too;
+    `__init__` for `from . import …`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module} if node.module else {"__init__"} | {a.name for a in node.names} & siblings
+    return found
+
+
+def test_tools_imports_point_one_way():
+    """The registry (__init__) imports the tools, the tools import common.py, nothing imports back."""
+    folder = Path(tools_package.__file__).parent
+    siblings = {p.stem for p in folder.glob("*.py")}
+    graph = {p.stem: sibling_imports(p, siblings) for p in folder.glob("*.py")}
+    assert graph["common"] == set() and "__init__" not in set().union(*graph.values())
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on any cycle
 
 
 def test_capped_keeps_head_and_tail_with_a_marker():
@@ -160,7 +183,12 @@ DDG_PAGE = """<html><body>
 
 
 class StandIn(BaseHTTPRequestHandler):
+    """/html/ (DuckDuckGo), /search?format=json (SearXNG), /trickle/ (a byte every 50 ms for 10 s),
+    /huge/ (a 3 MiB page without a Content-Length)."""
+
     def do_GET(self):
+        if self.path.startswith(("/trickle/", "/huge/")):
+            return self.stream(self.path.startswith("/trickle/"))
         if self.path.startswith("/html/"):
             body, kind = DDG_PAGE.encode(), "text/html; charset=utf-8"
         elif self.path.startswith("/search?") and "format=json" in self.path:
@@ -175,6 +203,17 @@ class StandIn(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def stream(self, trickle: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        try:
+            for _ in range(200 if trickle else 48):
+                self.wfile.write(b"x" if trickle else b"x" * 65536)
+                time.sleep(0.05 if trickle else 0)
+        except (BrokenPipeError, ConnectionResetError):  # the search gave up: as it should
+            pass
 
     def log_message(self, *args):
         pass
@@ -205,6 +244,19 @@ def test_web_search_offline_is_an_error_text(tools):
     out = execute(tools, "web_search", s, query="anything")
     assert out.is_error and out.content.startswith("error: the web search failed")
     assert execute(tools, "web_search", s, query="").is_error
+
+
+def test_web_search_has_one_deadline_and_a_stated_cap(tools, stand_in):
+    s = tools.open_session(None)
+    tools.options.timeout = 1.0  # --tool-timeout: for the whole search, however slow each byte
+    tools.options.duckduckgo_url = stand_in + "/trickle/"
+    started = time.monotonic()
+    out = execute(tools, "web_search", s, query="q")
+    assert 0.9 < time.monotonic() - started < 2.5
+    assert out.is_error and "took longer than 1 s" in out.content
+    tools.options.duckduckgo_url = stand_in + "/huge/"  # no silent cut to a page that parses
+    out = execute(tools, "web_search", s, query="q")
+    assert out.is_error and f"larger than {MAX_PAGE_BYTES} bytes" in out.content
 
 
 def test_real_url():

@@ -30,7 +30,7 @@ import dataclasses
 from contextlib import aclosing
 from typing import AsyncIterator
 
-from .core import (ApiError, ChatRequest, Event, Finish, Message, Reasoning, ReasoningDelta,
+from .core import (ApiError, ChatEngine, ChatRequest, Event, Finish, Message, Reasoning, ReasoningDelta,
                    Started, Text, TextDelta, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
                    Usage, new_id, server_tool_name)
 from .tools import TOOLS, Session, ToolRegistry
@@ -113,7 +113,7 @@ class Round:
 
 
 class Loop:
-    def __init__(self, engine, tools: ToolRegistry, req: ChatRequest, max_calls: int):
+    def __init__(self, engine: ChatEngine, tools: ToolRegistry, req: ChatRequest, max_calls: int):
         self.engine, self.tools, self.req = engine, tools, req
         self.calls_left = min(max_calls, req.max_tool_calls if req.max_tool_calls is not None
                               else max_calls)
@@ -191,7 +191,7 @@ class Loop:
         return ToolExecuted(call, result)
 
 
-async def run(engine, tools: ToolRegistry, req: ChatRequest,
+async def run(engine: ChatEngine, tools: ToolRegistry, req: ChatRequest,
               max_calls: int = DEFAULT_MAX_CALLS) -> AsyncIterator[Event]:
     """`engine.generate(req)` with the server tools run in between (see the module docstring)."""
     session = tools.open_session(req.session_id)

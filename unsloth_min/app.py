@@ -206,7 +206,7 @@ class App:
     async def _engine_for(self, req):
         """The engine, and `req` with its remote images fetched (only if the model can see them)."""
         engine = self._engine()
-        return engine, await load_images(req, self.media, getattr(engine, "accepts_images", False))
+        return engine, await load_images(req, self.media, engine.accepts_images)
 
     async def count_tokens(self, request: Request, dialect) -> Response:
         req = anthropic_messages.parse_count_request(parse_json_body(request))

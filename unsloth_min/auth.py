@@ -1,4 +1,4 @@
-"""API keys: minting, salted hashes on disk, constant-time checks, the `keys` subcommands.
+"""API keys: minting, salted hashes on disk, constant-time checks.
 
 Strategy: a key is `sk-unsloth-` + 32 hex chars of CSPRNG output. The store is one JSON file,
 `<home>/keys.json` (mode 0600, directory 0700), holding per key a random salt and
@@ -11,13 +11,12 @@ written at most once a minute per key.
 
 What it does not do: no cross-process file lock (the read-modify-replace window is tiny and
 each write is atomic, so the file is never torn, but two simultaneous writers can lose one
-update); no scopes, expiry or rate limits; no HTTP — `Authenticator.check` takes plain header
-pairs and says yes or no, the caller renders the 401.
+update); no scopes, expiry or rate limits; no command line (`keys …` lives in cli.py); no HTTP —
+`Authenticator.check` takes plain header pairs and says yes or no, the caller renders the 401.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
@@ -25,12 +24,11 @@ import logging
 import os
 import secrets
 import stat
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -315,63 +313,3 @@ def ensure_key(store: KeyStore, extra_keys: list[str]) -> str | None:
     record, key = store.create("default")
     log.info("no API key configured: minted key id=%s", record.id)
     return key
-
-
-# -- `python -m unsloth_min keys ...` ----------------------------------------------------------
-
-
-def _keys_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unsloth_min keys", description="Manage API keys.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{create,list,revoke}")
-    create = sub.add_parser("create", help="create a key and print it once")
-    create.add_argument("--name", default="", help="a label for the key")
-    sub.add_parser("list", help="list keys (never shows the keys themselves)")
-    revoke = sub.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("id", help="the key's id, as shown by `keys list`")
-    return parser
-
-
-def _when(t: float | None) -> str:
-    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _print_table(records: list[KeyRecord], out: TextIO) -> None:
-    if not records:
-        print("No API keys. Create one with: python -m unsloth_min keys create", file=out)
-        return
-    rows = [("ID", "NAME", "PREFIX", "CREATED", "LAST USED")]
-    rows += [(r.id, r.name or "-", r.prefix, _when(r.created), _when(r.last_used)) for r in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
-
-
-def keys_command(argv: list[str], home: Path, out: TextIO | None = None) -> int:
-    out = out or sys.stdout  # looked up per call, so redirected stdout is honored
-    try:
-        args = _keys_parser().parse_args(argv)
-    except SystemExit as e:  # argparse already printed usage / help
-        return e.code if isinstance(e.code, int) else 2
-    store = KeyStore(home)
-    try:
-        if args.command == "create":
-            record, key = store.create(args.name)
-            label = f' ("{record.name}")' if record.name else ""
-            print(f"Created key {record.id}{label}. It is shown only this once:", file=out)
-            print(key, file=out)
-            return 0
-        if args.command == "list":
-            _print_table(store.records(), out)
-            return 0
-        if store.revoke(args.id):
-            print(f"Revoked key {args.id}.", file=out)
-            return 0
-        # Someone may paste a key where the id goes: never echo it back.
-        shown = repr(args.id)
-        if args.id.startswith(KEY_PREFIX):
-            shown = "(that looks like a key, not an id)"
-        print(f"unsloth_min keys: no key with id {shown}; see `keys list`", file=sys.stderr)
-        return 1
-    except KeyStoreError as e:
-        print(f"unsloth_min keys: {e}", file=sys.stderr)
-        return 1

@@ -2,10 +2,13 @@
 
 Strategy: bind the port first (so /health can say "loading"), load the model in a thread, then
 serve until SIGINT/SIGTERM, when the server stops accepting, lets streams finish briefly, cancels
-the rest, shuts every tool process down and frees the model. The one key minted on a first start goes to stdout, never the log.
+the rest, shuts every tool process down and frees the model. The one key minted on a first start
+goes to stdout, never the log. `keys create|list|revoke` is a plain argparse over auth.py's
+`KeyStore`; a key is printed once, by `create`, and never again.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import faulthandler
 import logging
@@ -13,9 +16,12 @@ import os
 import signal
 import socket
 import sys
+import time
+from pathlib import Path
+from typing import TextIO
 
 from .app import App
-from .auth import Authenticator, KeyStore, default_home, ensure_key, keys_command
+from .auth import KEY_PREFIX, Authenticator, KeyRecord, KeyStore, KeyStoreError, default_home, ensure_key
 from .config import Config, parse_config
 from .core import Sampling
 from .engine import Engine, EngineOptions, embedded_model_path
@@ -124,3 +130,61 @@ def supervise(cfg: Config, argv: list[str], store: KeyStore, child: list[str] | 
     with listen(cfg.host, cfg.port) as sock:
         return Supervisor(argv + (["--key-shown"] if new_key else []), sock, cfg.restart,
                           child).run()
+
+
+# ---- `python -m unsloth_min keys …` -------------------------------------------------------------
+def _keys_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unsloth_min keys", description="Manage API keys.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{create,list,revoke}")
+    create = sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", default="", help="a label for the key")
+    sub.add_parser("list", help="list keys (never shows the keys themselves)")
+    revoke = sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", help="the key's id, as shown by `keys list`")
+    return parser
+
+
+def _when(t: float | None) -> str:
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _print_table(records: list[KeyRecord], out: TextIO) -> None:
+    if not records:
+        print("No API keys. Create one with: python -m unsloth_min keys create", file=out)
+        return
+    rows = [("ID", "NAME", "PREFIX", "CREATED", "LAST USED")]
+    rows += [(r.id, r.name or "-", r.prefix, _when(r.created), _when(r.last_used)) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
+
+
+def keys_command(argv: list[str], home: Path, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # looked up per call, so redirected stdout is honored
+    try:
+        args = _keys_parser().parse_args(argv)
+    except SystemExit as e:  # argparse already printed usage / help
+        return e.code if isinstance(e.code, int) else 2
+    store = KeyStore(home)
+    try:
+        if args.command == "create":
+            record, key = store.create(args.name)
+            label = f' ("{record.name}")' if record.name else ""
+            print(f"Created key {record.id}{label}. It is shown only this once:", file=out)
+            print(key, file=out)
+            return 0
+        if args.command == "list":
+            _print_table(store.records(), out)
+            return 0
+        if store.revoke(args.id):
+            print(f"Revoked key {args.id}.", file=out)
+            return 0
+        # Someone may paste a key where the id goes: never echo it back.
+        shown = repr(args.id)
+        if args.id.startswith(KEY_PREFIX):
+            shown = "(that looks like a key, not an id)"
+        print(f"unsloth_min keys: no key with id {shown}; see `keys list`", file=sys.stderr)
+        return 1
+    except KeyStoreError as e:
+        print(f"unsloth_min keys: {e}", file=sys.stderr)
+        return 1

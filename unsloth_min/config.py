@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from .agent import DEFAULT_MAX_CALLS
 from .engine.bufts import MODES as BUFT_MODES
+from .engine.scheduler import MAX_QUEUE
 from .media import MAX_IMAGES
-from .tools import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
+from .tools.common import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Config:
     max_tokens: int | None = None
     api_key: list[str] = field(default_factory=list)
     chat_template: str | None = None
-    max_queue: int = 128            # 100 concurrent clients must all be served, none refused
+    max_queue: int = MAX_QUEUE      # the scheduler's queue: it owns the default
     max_images: int = MAX_IMAGES    # per request
     log_level: str = "info"
     # server tools (SPEC "Server tools")

@@ -1,7 +1,8 @@
 """The internal model: what a request means and what generation yields, as plain value types.
 
 Strategy: every dialect (OpenAI Chat included) parses its wire JSON into `ChatRequest` and renders
-the engine's `Event`s back into its own JSON or SSE. The engine sees only these types. Nothing here
+the engine's `Event`s back into its own JSON or SSE. The engine sees only these types, and
+`ChatEngine` says what the app needs of an engine (the real one and the tests' scripted one). Nothing here
 knows HTTP, JSON shapes of any API, or llama.cpp; this module imports only the standard library.
 
 Does not: validate wire input (the dialects do, raising `ApiError`), or hold any state.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Union
+from typing import AsyncIterator, Protocol, Union, runtime_checkable
 
 
 class ApiError(Exception):
@@ -204,3 +205,23 @@ class Finish:
 
 
 Event = Union[Started, TextDelta, ReasoningDelta, ToolCallDelta, ToolExecuted, Finish]
+
+
+@runtime_checkable
+class ChatEngine(Protocol):
+    """What the app needs of an engine: engine.Engine over llama.cpp, or a scripted one in tests."""
+    model_id: str
+    n_ctx: int
+    accepts_images: bool  # True: URL images are fetched before generate() (a vision projector)
+
+    def generate(self, req: ChatRequest) -> AsyncIterator[Event]:
+        """`Started`, then the answer's events, then `Finish`; closing the iterator cancels."""
+        ...
+
+    def count_tokens(self, req: ChatRequest) -> int:
+        """The prompt's size (blocking: the app calls it in a thread)."""
+        ...
+
+    def close(self) -> None:
+        """Free the model (blocking); no generate() after it."""
+        ...

@@ -5,7 +5,9 @@ before a request reaches auth or a route (Jupyter's and Ollama's lessons, and ll
 - DNS rebinding: `evil.example` re-resolved to 127.0.0.1 makes the browser send
   `Host: evil.example`. Bound to loopback, only `localhost`, `127.0.0.1`, `[::1]` (any port) and
   the `--allowed-host` names pass; anything else is a 403. `--allowed-host` also applies on a
-  non-loopback bind once given, and `*` turns the check off.
+  non-loopback bind once given, and `*` turns the check off. The host checked is the request's
+  effective authority as the parser read it (an absolute-form target's overrides Host, and one
+  with userinfo never gets here: it is a 400).
 - Cross-site "simple" requests: a form or `fetch(no-cors)` can POST `text/plain` without a
   preflight; we only take `application/json` (the parsed media type, parameters allowed, charset
   utf-8 if any), so those are a 415 and never reach a route.
@@ -15,17 +17,18 @@ before a request reaches auth or a route (Jupyter's and Ollama's lessons, and ll
 `check_bind` states the last rule: a non-loopback address is only served when a key exists (with
 server tools the server runs code for whoever gets in).
 
-What it does not do: no auth (app.py), no rate limits, no TLS; Origin is not a credential, so a
-request with an unlisted Origin is still served (its browser just cannot read the answer).
+What it does not do: parse — the HTTP layer reads the authority, the Content-Type and header
+lists (http/fields.py), this module only decides; no auth (app.py), no rate limits, no TLS.
+Origin is not a credential, so a request with an unlisted Origin is still served (its browser
+just cannot read the answer).
 """
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 
 from .core import ApiError
-from .http import Request, Response, StreamResponse
+from .http import Request, Response, StreamResponse, host_name, is_token_list
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 ANY = "*"
@@ -33,12 +36,6 @@ CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "authorization, content-type, x-api-key, anthropic-version, anthropic-beta"
 CORS_MAX_AGE = "600"  # seconds a browser may cache a preflight answer
 SHOWN_CHARS = 100  # of a refused Host or Origin in the error message
-
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})[ \t]*")  # RFC 9110 §8.3.1
-_PARAM = re.compile(rf';[ \t]*({_TOKEN})=({_TOKEN}|"(?:[^"\\]|\\.)*")[ \t]*')
-_HEADER_LIST = re.compile(rf"{_TOKEN}(?:[ \t]*,[ \t]*{_TOKEN})*")
-_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^/?#@]*@)?([^/?#]*)")
 
 
 def is_loopback(host: str) -> bool:
@@ -56,32 +53,6 @@ def check_bind(host: str, has_key: bool) -> None:
     if not is_loopback(host) and not has_key:
         raise RuntimeError(f"refusing to listen on {host} without an API key: create one with "
                            "`python -m unsloth_min keys create` or pass --api-key")
-
-
-def host_name(value: str) -> str:
-    """The host of a `host[:port]` authority, lower-cased; IPv6 keeps its brackets."""
-    value = value.lower()
-    if value.startswith("["):
-        return value[: value.find("]") + 1] or value
-    return value.partition(":")[0]
-
-
-def media_type(value: str) -> tuple[str, dict[str, str]] | None:
-    """`type/subtype` lower-cased and its parameters, or None when the value does not parse."""
-    match = _MEDIA_TYPE.match(value)
-    if match is None:
-        return None
-    params, pos = {}, match.end()
-    while pos < len(value):
-        param = _PARAM.match(value, pos)
-        if param is None:
-            return None
-        text = param[2]
-        if text.startswith('"'):  # quoted-string: drop the quotes, undo the escapes
-            text = re.sub(r"\\(.)", r"\1", text[1:-1])
-        params[param[1].lower()] = text
-        pos = param.end()
-    return f"{match[1]}/{match[2]}".lower(), params
 
 
 def origin_key(origin: str) -> str:
@@ -121,8 +92,7 @@ class Guard:
         return response
 
     def _check_host(self, request: Request) -> None:
-        absolute = _AUTHORITY.match(request.target)  # RFC 9112 §3.2.2: it overrides Host
-        host = absolute[1] if absolute else request.header("host")
+        host = request.authority
         if not self.check_host or host is None:  # HTTP/1.0 without Host: not a browser
             return
         name = host_name(host)
@@ -146,7 +116,7 @@ class Guard:
             raise ApiError(403, "permission_error", f"Cross-origin requests from {shown} are not "
                            "allowed; start the server with --cors-origin ORIGIN to accept them.")
         asked = request.header("access-control-request-headers", "").strip(" \t")
-        headers = asked if _HEADER_LIST.fullmatch(asked) else CORS_HEADERS
+        headers = asked if is_token_list(asked) else CORS_HEADERS
         return Response(204, [("Access-Control-Allow-Methods", CORS_METHODS),  # decorate() adds
                               ("Access-Control-Allow-Headers", headers),  # the Origin's part
                               ("Access-Control-Max-Age", CORS_MAX_AGE)])
@@ -154,10 +124,10 @@ class Guard:
 
 def check_json(request: Request) -> None:
     """415 unless the body is declared `application/json` (charset, if any, utf-8)."""
-    values = [v for n, v in request.headers if n == "content-type"]
-    parsed = media_type(values[0]) if len(values) == 1 else None
+    parsed = request.content_type
     charset = parsed[1].get("charset", "utf-8").lower() if parsed else ""
     if parsed is None or parsed[0] != "application/json" or charset not in ("utf-8", "utf8"):
-        shown = repr(values[0][:SHOWN_CHARS]) if values else "none"
+        value = request.header("content-type")
+        shown = repr(value[:SHOWN_CHARS]) if value is not None else "none"
         raise ApiError(415, "invalid_request_error", f"Unsupported Content-Type {shown}: send "
                        "'Content-Type: application/json'.")

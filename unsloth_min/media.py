@@ -5,15 +5,18 @@ Strategy: each dialect turns an image part into an `Image` with one pure call �
 the bytes must start like an image (PNG, JPEG, GIF, WebP, BMP), else 400 naming the part. The app
 then calls `load_images` once per request: it enforces the per-request image count and fetches the
 remote images concurrently, each in a worker thread (blocking `http.client`; the event loop never
-waits). A fetch has one deadline for everything (connect, redirects, body), a size cap (the
+waits). A fetch has one deadline for everything (connect, redirects, head, body — a timer shuts
+the socket down when it passes, so a server trickling bytes cannot stretch it), a size cap (the
 Content-Length is checked first, then the bytes are counted as they arrive), at most
 `max_redirects` redirects, http(s) only, and never follows a redirect to a private, loopback or
 link-local address unless the URL it started from was itself on loopback — so a public URL cannot
 be turned into a way into this machine's network (SSRF). The socket connects to the very address
-that was checked: no second DNS lookup to race.
+that was checked: no second DNS lookup to race. `fetch` is the server's one HTTP client: the
+web_search tool fetches its result pages with it too (its own headers, cap and deadline).
 
 Does not: decode pixels (llama.cpp's mtmd does, in the engine), cache fetched images, send cookies
-or credentials, or fetch anything when the model cannot see images (they are dropped).
+or credentials, use a proxy, bound the DNS lookup (getaddrinfo has no timeout), or fetch anything
+when the model cannot see images (they are dropped).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, replace
@@ -36,7 +40,7 @@ FETCH_TIMEOUT_S = 10.0              # one deadline for a whole fetch, redirects 
 MAX_REDIRECTS = 3
 REDIRECTS = (301, 302, 303, 307, 308)
 READ_CHUNK = 64 * 1024
-USER_AGENT = "unsloth_min (image fetch)"
+IMAGE_HEADERS = {"User-Agent": "unsloth_min (image fetch)", "Accept": "image/*"}
 
 # leading bytes → media type; what llama.cpp's decoder (stb_image) reads, plus WebP
 SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
@@ -115,11 +119,43 @@ def redirect_allowed(origin_ip: str, target_ip: str) -> bool:
     return not is_private(target_ip) or ipaddress.ip_address(origin_ip.split("%")[0]).is_loopback
 
 
-def _remaining(deadline: float, limits: MediaLimits) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise FetchError(f"it took longer than {limits.timeout_s:g} s")
-    return left
+class Deadline:
+    """One deadline for a whole fetch. A socket timeout bounds each recv, not the sum: a server
+    that trickles its head or body a byte at a time would hold the fetch for ever. So a timer shuts
+    the socket in use down when the time is up, which ends whatever read is waiting on it."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0 or self.expired:
+            raise TimeoutError
+        return left
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+        if self.expired:
+            self._expire()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                try:  # the plain socket's shutdown, also under TLS: SSLSocket's drops its state
+                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _resolve(host: str, port: int) -> str:
@@ -130,28 +166,30 @@ def _resolve(host: str, port: int) -> str:
     return infos[0][4][0]
 
 
-def _open(url: urllib.parse.SplitResult, ip: str, deadline: float, limits: MediaLimits):
+def _open(url: urllib.parse.SplitResult, ip: str, deadline: Deadline, headers: dict[str, str]):
     """A GET on a socket connected to `ip` (TLS checked against the URL's host name):
-    (connection, response, socket)."""
+    (connection, response)."""
     port = url.port or (443 if url.scheme == "https" else 80)
-    sock = socket.create_connection((ip, port), timeout=_remaining(deadline, limits))
+    sock = socket.create_connection((ip, port), timeout=deadline.left())
+    deadline.watch(sock)
     if url.scheme == "https":
-        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname,
+                                                        do_handshake_on_connect=False)
+        deadline.watch(sock)  # a new socket object: the plain one is detached
+        sock.do_handshake()
     conn = http.client.HTTPConnection(url.hostname, port)
     conn.sock = sock  # http.client uses a socket it is given and never dials one itself
     path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
-    conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept": "image/*",
-                                       "Connection": "close"})
-    return conn, conn.getresponse(), sock
+    conn.request("GET", path, headers={**headers, "Connection": "close"})
+    return conn, conn.getresponse()
 
 
-def _read_body(resp, sock, deadline: float, limits: MediaLimits) -> bytes:
+def _read_body(resp, limits: MediaLimits) -> bytes:
     length = resp.getheader("Content-Length")
     if length and length.isdigit() and int(length) > limits.max_bytes:
         raise FetchError(f"it is larger than {limits.max_bytes} bytes")
     body = bytearray()
     while not resp.isclosed():  # it closes itself (and the socket) after the last byte
-        sock.settimeout(_remaining(deadline, limits))
         piece = resp.read(min(READ_CHUNK, limits.max_bytes + 1 - len(body)))
         if not piece:
             break
@@ -161,15 +199,24 @@ def _read_body(resp, sock, deadline: float, limits: MediaLimits) -> bytes:
     return bytes(body)
 
 
-def fetch(url: str, limits: MediaLimits = MediaLimits()) -> bytes:
-    """The body of `url` after at most `limits.max_redirects` redirects; FetchError says why not."""
+def fetch(url: str, limits: MediaLimits = MediaLimits(), headers: dict = IMAGE_HEADERS) -> bytes:
+    """The body of `url` (GET with `headers`) after at most `limits.max_redirects` redirects;
+    FetchError says why not."""
+    deadline = Deadline(limits.timeout_s)
     try:
-        return _fetch(url, limits, time.monotonic() + limits.timeout_s)
-    except TimeoutError:  # socket.timeout: a connect or read ran into the deadline
-        raise FetchError(f"it took longer than {limits.timeout_s:g} s") from None
+        body = _fetch(url, limits, deadline, headers)
+    except (OSError, http.client.HTTPException) as e:  # TimeoutError: a connect ran past it
+        if not deadline.expired and not isinstance(e, TimeoutError):
+            raise
+        body = None  # whatever a read cut short by the deadline said
+    finally:
+        deadline.cancel()
+    if body is None or deadline.expired:
+        raise FetchError(f"it took longer than {limits.timeout_s:g} s")
+    return body
 
 
-def _fetch(url: str, limits: MediaLimits, deadline: float) -> bytes:
+def _fetch(url: str, limits: MediaLimits, deadline: Deadline, headers: dict[str, str]) -> bytes:
     origin = None
     for _ in range(limits.max_redirects + 1):
         parts = urllib.parse.urlsplit(url)
@@ -179,14 +226,14 @@ def _fetch(url: str, limits: MediaLimits, deadline: float) -> bytes:
         if origin is not None and not redirect_allowed(origin, ip):
             raise FetchError(f"it redirects to a private address ({parts.hostname})")
         origin = origin or ip
-        conn, resp, sock = _open(parts, ip, deadline, limits)
+        conn, resp = _open(parts, ip, deadline, headers)
         try:
             if resp.status in REDIRECTS and resp.getheader("Location"):
                 url = urllib.parse.urljoin(url, resp.getheader("Location"))
                 continue
             if resp.status != 200:
                 raise FetchError(f"the server answered HTTP {resp.status} {resp.reason}")
-            return _read_body(resp, sock, deadline, limits)
+            return _read_body(resp, limits)
         finally:
             resp.close()
             conn.close()

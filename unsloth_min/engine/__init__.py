@@ -14,7 +14,8 @@ With `--mmproj` a prompt with images is tokenized by the projector (vision.py), 
 into token ids plus image chunks the worker evaluates; without one, images are dropped with a
 warning, once per request.
 
-Does not: know HTTP or any dialect's wire format. `ScriptedEngine` (tests) has the same interface.
+Does not: know HTTP or any dialect's wire format. `ScriptedEngine` (tests) has the same interface,
+`core.ChatEngine`.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from .formats import (HERMES, detect_think_format, detect_tool_format, fold_syst
 from .grammar import build_grammar
 from .model import Model, ModelParams
 from .output import OutputParser
-from .scheduler import Scheduler, Sequence
+from .scheduler import MAX_QUEUE, Scheduler, Sequence
 from .template import CHATML, ChatTemplate, TemplateError
 from .vision import MediaChunk, Vision
 
@@ -77,7 +78,7 @@ class EngineOptions:
     defaults: Sampling
     reasoning: bool = True
     chat_template: str | None = None  # source text overriding the GGUF's
-    max_queue: int = 64
+    max_queue: int = MAX_QUEUE
     mmproj: str | None = None  # vision projector GGUF
 
 
@@ -132,6 +133,10 @@ class Mailbox:
 
 
 class Engine:
+    """core.ChatEngine over one llama.cpp model."""
+    model_id: str
+    n_ctx: int
+
     def __init__(self, opts: EngineOptions):
         self.model_id = opts.model_id
         self.model = Model(opts.params)

@@ -40,6 +40,7 @@ from .textstream import TextStream
 log = logging.getLogger("unsloth_min.engine")
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
 PENALTY_LAST_N = 64       # llama.cpp's default window for repetition penalties
+MAX_QUEUE = 128           # waiting requests before a 503: 100 concurrent clients all get served
 
 
 @dataclass(eq=False)
@@ -102,7 +103,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Scheduler:
-    def __init__(self, model: Model, max_queue: int = 64):
+    def __init__(self, model: Model, max_queue: int = MAX_QUEUE):
         self.model = model
         self.max_queue = max_queue
         self.slots = [Slot(i) for i in range(model.params.n_parallel)]

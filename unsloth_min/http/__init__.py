@@ -1,9 +1,11 @@
 """HTTP/1.1 layer: bytes <-> requests and responses. Knows nothing of LLMs or dialects.
 
-`parser` is sans-IO (bytes in, `Request` out), `server` runs it on asyncio sockets, `sse`
-frames server-sent events for a `StreamResponse`.
+`parser` is sans-IO (bytes in, `Request` out), `fields` the field-value grammars it and the guard
+read, `server` runs the parser on asyncio sockets, `sse` frames server-sent events for a
+`StreamResponse`.
 """
 
+from .fields import host_name, is_token_list, parse_media_type
 from .parser import HttpError, Limits, Request, RequestParser
 from .server import (
     ErrorRenderer,
@@ -27,5 +29,8 @@ __all__ = [
     "SSE_HEADERS",
     "StreamResponse",
     "default_error_response",
+    "host_name",
+    "is_token_list",
+    "parse_media_type",
     "sse_event",
 ]

@@ -6,22 +6,28 @@ whole head at once and decides the body framing (RFC 9112 §6.3); `maybe_body()`
 Content-Length or chunked body. Each `maybe_*` returns None for "need more data", so the same
 bytes fed whole or one byte at a time give the same result. Bytes after a complete request stay
 buffered for the next one (pipelining). Everything is checked on raw bytes with anchored regexes
-before it is decoded or passed to int(); every limit is a named field of `Limits`, mapped to its
-status (414, 431, 413) and checked while data is still incomplete, so a client can never make
-us buffer more than the limit.
+before it is decoded or passed to int(); field values are read with fields.py's grammars. Every
+limit is a named field of `Limits`, mapped to its status (414, 431, 413) and checked while data
+is still incomplete, so a client can never make us buffer more than the limit. The request
+carries its effective authority — the absolute-form target's, else the Host header's (RFC 9112
+§3.2.2) — so no later layer re-parses the target to learn which host was asked for.
 
 What it does not do: no sockets, clocks or timeouts (the server owns those, the `*_timeout`
 fields merely live here with the other limits); no responses; no percent-decoding of the path;
 no CONNECT (authority-form) targets; no obs-fold, bare-LF or raw non-ASCII-target leniency —
 those are rejected (400). Stricter than RFC 9112 on purpose, where smuggling lives: a second
 `Content-Length` line (even an equal one) and any whitespace in its value beyond the one
-customary SP are 400s, as is a trailer line that would not pass as a header line.
+customary SP are 400s, as is a trailer line that would not pass as a header line, and so is
+userinfo in an absolute-form target (RFC 9110 §4.2.4: `http://evil@localhost/` is no request
+for localhost).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from .fields import HOST, TOKEN, host_name, list_items, parse_media_type
 
 
 @dataclass(frozen=True)
@@ -41,15 +47,13 @@ class Limits:
 
 MAX_CHUNK_LINE = 1024  # 400; chunk size plus extensions, which we ignore (RFC 9112 §7.1.1)
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 tchar
+_TOKEN = re.compile(TOKEN.encode())  # methods and field names, checked on the raw bytes
 _VERSION = re.compile(rb"HTTP/[0-9](?:\.[0-9])?")  # well-formed, maybe not one we speak
 _BAD_TARGET = re.compile(rb"[^\x21-\x7e]")  # RFC 3986: printable ASCII; the rest is %-encoded
-_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")  # scheme://authority
+_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)")  # scheme://authority
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls except HTAB (RFC 9110 §5.5)
 _CONTENT_LENGTH = re.compile(rb" ?[0-9]{1,19}")  # the raw value: fits an int64; no sign,
 #   no list, no `1_0`, no whitespace a lenient int() or a front proxy might skip
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")  # §3.2
-_LIST_ITEM = re.compile(r"[^\t ,](?:[^,]*[^\t ,])?")  # a list element without its OWS (§5.6.1)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")  # hex size, ignored extensions
 
 
@@ -73,6 +77,7 @@ class Request:
     body: bytes = b""
     peer: tuple | None = None
     context: dict = field(default_factory=dict)
+    authority: str | None = None  # the target's if absolute-form, else Host's (RFC 9112 §3.2.2)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header `name` (any case), or `default`."""
@@ -80,7 +85,13 @@ class Request:
         return next((v for n, v in self.headers if n == name), default)
 
     def _tokens(self, name: str) -> set[str]:
-        return {t.lower() for n, v in self.headers if n == name for t in _LIST_ITEM.findall(v)}
+        return {t.lower() for n, v in self.headers if n == name for t in list_items(v)}
+
+    @property
+    def content_type(self) -> tuple[str, dict[str, str]] | None:
+        """The one Content-Type as (media type, parameters); None if absent, repeated or malformed."""
+        values = [v for n, v in self.headers if n == "content-type"]
+        return parse_media_type(values[0]) if len(values) == 1 else None
 
     @property
     def keep_alive(self) -> bool:
@@ -191,17 +202,18 @@ def _take_line(buf: bytearray, limit: int, status: int, what: str) -> bytes | No
 def _parse_head(lines: list[bytes], limits: Limits) -> tuple[Request, int | None]:
     """Validate a complete head; returns the request and its body length (None = chunked)."""
     method, target, version = _parse_request_line(lines[0])
-    path, query = _split_target(method, target)
+    path, query, authority = _split_target(method, target)
     headers = [_parse_header(line) for line in lines[1:]]
-    request = Request(method.decode("ascii"), target.decode("latin-1"), path, query,
-                      version.decode("ascii"), headers)
     hosts = [v for n, v in headers if n == "host"]
     if len(hosts) > 1:
         raise HttpError(400, "Repeated Host header")  # RFC 9112 §3.2
-    if not hosts and request.version == "HTTP/1.1":
+    if not hosts and version == b"HTTP/1.1":
         raise HttpError(400, "Missing Host header")  # RFC 9112 §3.2
-    if hosts and not _HOST.fullmatch(hosts[0]):
+    if hosts and not HOST.fullmatch(hosts[0]):
         raise HttpError(400, "Invalid Host header")  # RFC 9112 §3.2: uri-host [":" port]
+    request = Request(method.decode("ascii"), target.decode("latin-1"), path, query,
+                      version.decode("ascii"), headers,
+                      authority=authority if authority is not None else next(iter(hosts), None))
     if request.version == "HTTP/1.1" and request._tokens("expect") - {"100-continue"}:
         raise HttpError(417, "Only Expect: 100-continue is supported")  # RFC 9110 §10.1.1
     return request, _body_length(request, limits)
@@ -223,23 +235,36 @@ def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     return method, target, version
 
 
-def _split_target(method: bytes, target: bytes) -> tuple[str, str]:
-    """(path, query) of an origin-form, absolute-form or asterisk-form target (RFC 9112 §3.2)."""
+def _split_target(method: bytes, target: bytes) -> tuple[str, str, str | None]:
+    """(path, query, authority) of an origin-form, absolute-form or asterisk-form target
+    (RFC 9112 §3.2); the authority only for absolute-form, where it overrides Host (§3.2.2)."""
     if target == b"*":
         if method != b"OPTIONS":  # RFC 9112 §3.2.4: asterisk-form is for OPTIONS only
             raise HttpError(400, "Asterisk-form target is only allowed with OPTIONS")
-        return "*", ""
+        return "*", "", None
+    authority = None
     if not target.startswith(b"/"):
         match = _ABSOLUTE.match(target)
         if not match:  # authority-form (CONNECT) and anything else
             raise HttpError(400, "Invalid request target")
+        authority = _absolute_authority(match[1])
         target = target[match.end():] or b"/"  # RFC 9112 §3.2.2: the path of an absolute URI
         if not target.startswith((b"/", b"?")):
             raise HttpError(400, "Invalid request target")
         if target.startswith(b"?"):
             target = b"/" + target
     path, _, query = target.partition(b"?")
-    return path.decode("latin-1"), query.decode("latin-1")
+    return path.decode("latin-1"), query.decode("latin-1"), authority
+
+
+def _absolute_authority(raw: bytes) -> str:
+    """The `host[:port]` of an absolute-form target, checked as strictly as a Host header."""
+    authority = raw.decode("ascii")  # _BAD_TARGET let only printable ASCII through
+    if "@" in authority:  # RFC 9110 §4.2.4: userinfo is deprecated; treat it as an error
+        raise HttpError(400, "Userinfo in the request target")
+    if not HOST.fullmatch(authority) or not host_name(authority):  # RFC 9110 §4.2.1: no empty host
+        raise HttpError(400, "Invalid authority in the request target")
+    return authority
 
 
 def _parse_header(line: bytes) -> tuple[str, str]:

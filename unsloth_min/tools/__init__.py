@@ -9,6 +9,9 @@ A `Session` is a working folder under `$UNSLOTH_MIN_HOME/sessions/` plus, for py
 request without `session_id` gets a throw-away one that `release()` removes after the request;
 a named session's folder stays (its files outlive the kernel, which is reaped when idle).
 
+The tools share common.py (options, sessions, outcomes, capped output); this module imports them
+and they never import it back.
+
 Does not: decide when to call a tool (agent.py), or render results for a client (dialects/).
 Tools run as the server's user (bash drops to `nobody` when the server is root); a key given with
 `--api-key` is visible in /proc to the server's user — prefer stored keys when tools are on.
@@ -16,24 +19,21 @@ Tools run as the server's user (bash drops to `nobody` when the server is root);
 from __future__ import annotations
 
 import asyncio
-import codecs
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import SERVER_TOOLS, Tool, new_id
+from .bash import BashRunner
+from .common import Capped, Outcome, Session, ToolOptions, cap
+from .python import Kernels
+from .web_search import WebSearch
 
 log = logging.getLogger("unsloth_min.tools")
 
-MAX_OUTPUT_CHARS = 8_000  # what one call feeds back: ~2k tokens, not a small model's whole context
-DUCKDUCKGO_URL = "https://html.duckduckgo.com/html/"
-# The only variables a tool process inherits: nothing named *KEY*, *TOKEN*, *SECRET* ever passes.
-ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
 SESSION_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -54,81 +54,8 @@ TOOLS = {  # name → (what the model sees, the argument the tool reads)
                         "top results.", _schema("query", "what to search for")), "query"),
 }
 assert tuple(TOOLS) == SERVER_TOOLS  # the names requests may use (core) are the tools run here
-
-
-@dataclass(frozen=True)
-class Outcome:
-    content: str
-    is_error: bool = False
-
-
-TIMEOUT_S = 30.0       # wall clock per call
-MAX_KERNELS = 8        # live Python kernels (sessions) at once
-SESSION_IDLE_S = 1800.0  # seconds without a call before a session's kernel is shut down
-
-
-@dataclass
-class ToolOptions:
-    home: Path
-    timeout: float = TIMEOUT_S
-    search_url: str | None = None  # a SearXNG base URL; None → DuckDuckGo's HTML endpoint
-    duckduckgo_url: str = DUCKDUCKGO_URL
-    bash_network: bool = True      # False → `unshare -rn` (no network) or refuse to run
-    max_kernels: int = MAX_KERNELS
-    session_idle: float = SESSION_IDLE_S
-    max_output: int = MAX_OUTPUT_CHARS
-    max_processes: int = 256       # bash: tasks a call may add to its user's count (RLIMIT_NPROC)
-
-
-@dataclass
-class Session:
-    key: str            # "s:<session_id>" or "r:<hex>" (one request's throw-away session)
-    folder: Path
-    ephemeral: bool = False
-
-
-class Capped:
-    """Text that keeps its head and tail within `limit` characters, with a visible marker."""
-
-    def __init__(self, limit: int):
-        self.limit, self.head, self.tail, self.dropped = limit, [], "", 0
-        self.size = 0
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed_bytes(self, data: bytes, final: bool = False) -> None:
-        self.feed(self.decoder.decode(data, final))
-
-    def feed(self, text: str) -> None:
-        half = self.limit // 2
-        if self.size < half:
-            take = text[:half - self.size]
-            self.head.append(take)
-            self.size += len(take)
-            text = text[len(take):]
-        if text:
-            joined = self.tail + text
-            self.dropped += max(0, len(joined) - half)
-            self.tail = joined[-half:] if half else ""
-
-    def text(self) -> str:
-        head = "".join(self.head)
-        if not self.dropped:
-            return head + self.tail
-        return f"{head}\n[… {self.dropped} characters truncated …]\n{self.tail}"
-
-
-def cap(text: str, limit: int) -> str:
-    c = Capped(limit)
-    c.feed(text)
-    return c.text()
-
-
-def tool_env(home: Path) -> dict[str, str]:
-    """The whole environment of a tool process: an allow-list, plus HOME at its session folder."""
-    env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(HOME=str(home), PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
-    return env
+__all__ = ["TOOLS", "Capped", "Outcome", "Session", "ToolOptions", "ToolRegistry", "cap",
+           "parse_arguments", "session_folder_name"]
 
 
 def session_folder_name(session_id: str) -> str:
@@ -154,9 +81,6 @@ class ToolRegistry:
     """The three tools of one server: `execute` a call, `release` a request's session, `close`."""
 
     def __init__(self, options: ToolOptions):
-        from .bash import BashRunner  # the tools import this module's helpers
-        from .python import Kernels
-        from .web_search import WebSearch
         self.options = options
         self.kernels = Kernels(self.options)
         self.runners = {"python": self.kernels.run, "bash": BashRunner(self.options).run,

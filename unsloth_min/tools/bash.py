@@ -9,7 +9,7 @@ that runs threads (ours decodes on one). RLIMIT_NPROC counts every task of a use
 as `nobody` (chdir happens before the uid switch, so the session folder works although
 `$UNSLOTH_MIN_HOME` is 0700: the command sees its folder and nothing else of ours). When bash
 exits, or the wall clock runs out, the whole group is SIGKILLed: no background job outlives a call.
-The environment is the allow-list of `tools.tool_env`. With `--bash-network off` the command runs
+The environment is the allow-list of `common.tool_env`. With `--bash-network off` the command runs
 under `unshare -rn` (a user + network namespace: loopback only); where that fails, we refuse.
 
 Does not: confine the file system (the command can read what its user can read), or keep shell
@@ -24,7 +24,7 @@ import signal
 from asyncio.subprocess import DEVNULL, PIPE, STDOUT
 from pathlib import Path
 
-from . import Capped, Outcome, Session, ToolOptions, tool_env
+from .common import Capped, Outcome, Session, ToolOptions, tool_env
 
 log = logging.getLogger("unsloth_min.tools.bash")
 

@@ -28,7 +28,7 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 
 from ..core import new_id
-from . import Capped, Outcome, Session, ToolOptions, tool_env
+from .common import Capped, Outcome, Session, ToolOptions, tool_env
 
 log = logging.getLogger("unsloth_min.tools.python")
 

@@ -1,13 +1,16 @@
 """web_search: a search backend over HTTP — DuckDuckGo's HTML page, or a SearXNG instance.
 
-Strategy: the standard library only. `urllib` fetches (in a thread, so the event loop never
-waits), `html.parser` reads DuckDuckGo's result page (`a.result__a` = title and link, whose real
-target hides in the `uddg` parameter of a redirect; `.result__snippet` = the snippet), and
-SearXNG answers JSON (`/search?q=…&format=json`, flag `--search-url`). Results become a short
+Strategy: the standard library only. media.py's `fetch` gets the page (in a thread, so the event
+loop never waits) under one deadline for the whole search — `--tool-timeout`, as for every tool,
+however slowly the backend trickles its answer — and a cap: a page over `MAX_PAGE_BYTES` is an
+error, never silently cut (a cut JSON answer would not parse, a cut HTML page would look like
+fewer results). `html.parser` reads DuckDuckGo's result page (`a.result__a` = title and link,
+whose real target hides in the `uddg` parameter of a redirect; `.result__snippet` = the snippet),
+and SearXNG answers JSON (`/search?q=…&format=json`, flag `--search-url`). Results become a short
 numbered list of title / URL / snippet, capped. Any failure — offline, DNS, timeout, HTTP error,
 an unexpected page — becomes an error text for the model, never an exception for the client.
 
-Does not: fetch the result pages themselves, cache, or retry.
+Does not: fetch the result pages themselves, cache, retry, or use an HTTP proxy.
 """
 from __future__ import annotations
 
@@ -15,17 +18,16 @@ import asyncio
 import http.client
 import json
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from . import Outcome, Session, ToolOptions, cap
+from ..media import FetchError, MediaLimits, fetch
+from .common import Outcome, Session, ToolOptions, cap
 
 MAX_RESULTS = 5
 TITLE_CHARS, SNIPPET_CHARS = 200, 400
-TIMEOUT_S = 10.0
-MAX_PAGE_BYTES = 2 * 1024 * 1024
-USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) unsloth_min web_search"
+MAX_PAGE_BYTES = 2 * 1024 * 1024  # a result page is ~50 KB: anything near this is not one
+HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) unsloth_min web_search", "Accept": "*/*"}
 
 
 @dataclass
@@ -80,21 +82,16 @@ def real_url(href: str) -> str:
     return "https:" + href if href.startswith("//") else href
 
 
-def fetch(url: str) -> bytes:
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
-    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 (our own URLs)
-        return resp.read(MAX_PAGE_BYTES)
-
-
-def search_duckduckgo(base: str, query: str) -> list[Result]:
+def search_duckduckgo(base: str, query: str, limits: MediaLimits) -> list[Result]:
     page = DuckDuckGoPage()
-    page.feed(fetch(base + "?" + urllib.parse.urlencode({"q": query})).decode("utf-8", "replace"))
+    url = base + "?" + urllib.parse.urlencode({"q": query})
+    page.feed(fetch(url, limits, HEADERS).decode("utf-8", "replace"))
     return [r for r in page.results if r.url and "duckduckgo.com/y.js" not in r.url]  # no ads
 
 
-def search_searxng(base: str, query: str) -> list[Result]:
+def search_searxng(base: str, query: str, limits: MediaLimits) -> list[Result]:
     url = base.rstrip("/") + "/search?" + urllib.parse.urlencode({"q": query, "format": "json"})
-    data = json.loads(fetch(url))
+    data = json.loads(fetch(url, limits, HEADERS))
     if not isinstance(data, dict) or not isinstance(data.get("results", []), list):
         raise ValueError("unexpected SearXNG answer")
     return [Result(str(r.get("title", "")), str(r.get("url", "")), str(r.get("content") or ""))
@@ -117,17 +114,23 @@ class WebSearch:
         self.options = options
 
     def search(self, query: str) -> list[Result]:
+        limits = MediaLimits(max_bytes=MAX_PAGE_BYTES, timeout_s=self.options.timeout)
         if self.options.search_url:
-            return search_searxng(self.options.search_url, query)
-        return search_duckduckgo(self.options.duckduckgo_url, query)
+            return search_searxng(self.options.search_url, query, limits)
+        return search_duckduckgo(self.options.duckduckgo_url, query, limits)
 
     async def run(self, query: str, session: Session) -> Outcome:
         if not query.strip():
             return Outcome("error: the query is empty", True)
         try:
             results = await asyncio.to_thread(self.search, query)
-        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError is an OSError
-            reason = getattr(e, "reason", None) or e
-            return Outcome(f"error: the web search failed ({type(e).__name__}: {reason}); "
-                           "answer without it, or try again later", True)
+        except FetchError as e:  # "it took longer than 30 s", "it is larger than … bytes", …
+            return failed(f"the search page could not be fetched: {e}")
+        except (OSError, ValueError, http.client.HTTPException) as e:  # refused, TLS, bad JSON
+            return failed(f"{type(e).__name__}: {e}")
         return Outcome(cap(render(query, results), self.options.max_output))
+
+
+def failed(reason: str) -> Outcome:
+    return Outcome(f"error: the web search failed ({reason}); answer without it, or try again "
+                   "later", True)
