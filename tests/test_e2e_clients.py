@@ -63,10 +63,10 @@ def run(cmd: list[str], home, cwd=None, **env) -> subprocess.CompletedProcess:
 
 
 def client_errors(server) -> list[str]:
-    """Access-log lines with a 4xx/5xx status (the supervisor's log holds the child's)."""
+    """Access-log lines with a 4xx/5xx status, but for the start's /health polls (503: loading)."""
     log = open(server.log, errors="replace").read()
-    return [line for line in log.splitlines()
-            if "unsloth_min.access" in line and re.search(r" [45]\d\d ", line)]
+    return [line for line in log.splitlines() if "unsloth_min.access" in line
+            and " GET /health " not in line and re.search(r" [45]\d\d ", line)]
 
 
 def claude(server, home, prompt: str, *flags: str) -> subprocess.CompletedProcess:
