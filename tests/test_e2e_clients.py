@@ -22,7 +22,7 @@ CLIENTS = os.environ.get("UNSLOTH_MIN_CLIENTS")
 pytestmark = [pytest.mark.model,
               pytest.mark.skipif(not CLIENTS, reason="the real clients run with `make e2e-clients` "
                                  "(it installs them with npm)")]
-TIMEOUT = 900  # a 30k-token prefill on 2 cores takes minutes
+TIMEOUT = 1500  # a 20-30k-token prefill on 2 cores takes minutes
 CODEX_CONFIG = """model = "default"
 model_provider = "local"
 [model_providers.local]
@@ -48,8 +48,10 @@ def binary(name: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     # greedy, so that the tool-call turn is the same every run; two slots: opencode sends its
-    # title request beside the turn
-    running = start_server_process(str(tmp_path_factory.mktemp("home")), "--temp", "0", "-np", "2")
+    # title request beside the turn; -n: the clients ask for 32-64k tokens, and a greedy 135M
+    # model fills them with loops
+    running = start_server_process(str(tmp_path_factory.mktemp("home")), "--temp", "0", "-np", "2",
+                                   "-n", "256")
     yield running
     assert stop_server_process(running) == 0
 
@@ -70,8 +72,11 @@ def client_errors(server) -> list[str]:
 
 
 def claude(server, home, prompt: str, *flags: str) -> subprocess.CompletedProcess:
+    # its stream watchdog gives up after 5 minutes without an event: a 20k-token prefill on two
+    # slow cores can take longer
     return run([binary("claude"), "-p", prompt, "--model", "default", *flags], home,
                ANTHROPIC_BASE_URL=server.base_url, ANTHROPIC_API_KEY=KEY, IS_SANDBOX="1",
+               CLAUDE_STREAM_IDLE_TIMEOUT_MS="1500000", API_TIMEOUT_MS="1500000",
                DISABLE_TELEMETRY="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
 
 

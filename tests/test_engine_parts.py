@@ -306,3 +306,25 @@ def test_both_engines_are_chat_engines():
         assert inspect.isasyncgenfunction(engine.generate)
         assert not inspect.iscoroutinefunction(engine.count_tokens)
         assert not inspect.iscoroutinefunction(engine.close)
+
+
+@pytest.mark.model
+def test_n_predict_caps_what_a_request_asks_for():
+    """-n N: a coding agent's max_tokens 64000 still ends after N tokens, with `length`."""
+    from unsloth_min.core import Finish, Sampling
+    from unsloth_min.engine import Engine, EngineOptions, embedded_model_path
+    from unsloth_min.engine.model import ModelParams
+
+    path = embedded_model_path()
+    engine = Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=512, n_parallel=1),
+                                  Sampling(temperature=0), n_predict=5))
+    req = ChatRequest([Message("user", [Text("Write a long story about a dragon and a knight.")])],
+                      Sampling(max_tokens=64000))
+
+    async def finish():
+        return [ev async for ev in engine.generate(req) if isinstance(ev, Finish)][0]
+    try:
+        done = asyncio.run(finish())
+    finally:
+        engine.close()
+    assert (done.reason, done.usage.completion_tokens) == ("length", 5)

@@ -33,6 +33,9 @@ from .media import MediaLimits
 from .supervisor import Supervisor, listen, say_ready
 
 log = logging.getLogger("unsloth_min")
+# the embedded 135M model loops rather than ends; coding agents ask for 32-64k tokens: without a
+# -n of the user's, it answers at most this many
+EMBEDDED_N_PREDICT = 1024
 SHUTDOWN_GRACE = 5.0  # seconds an in-flight response gets after SIGTERM before it is cancelled
 
 
@@ -51,7 +54,7 @@ def engine_options(cfg: Config) -> EngineOptions:
         defaults=Sampling(temperature=cfg.temp, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
                           max_tokens=cfg.max_tokens),
         reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue,
-        mmproj=cfg.mmproj)
+        mmproj=cfg.mmproj, n_predict=cfg.n_predict or (None if cfg.model else EMBEDDED_N_PREDICT))
 
 
 def tool_options(cfg: Config) -> ToolOptions:

@@ -33,6 +33,7 @@ class Config:
     top_k: int | None = None
     min_p: float | None = None
     max_tokens: int | None = None
+    n_predict: int | None = None    # a cap even on requests that ask for more
     api_key: list[str] = field(default_factory=list)
     chat_template: str | None = None
     max_queue: int = MAX_QUEUE      # the scheduler's queue: it owns the default
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--min-p", type=_positive(float), default=d.min_p, help="default min_p (llama.cpp: 0.05)")
     a("--max-tokens", type=_positive(int), default=d.max_tokens,
       help="default cap on generated tokens (default: until the context is full)")
+    a("-n", "--n-predict", type=_positive(int), default=d.n_predict, metavar="N",
+      help="cap on generated tokens that no request can raise (llama-server's -n; a coding agent "
+           "asks for 32-64k, which a small model may fill with loops) (default: none)")
     a("--api-key", action="append", default=[], metavar="KEY",
       help="accept this key too (repeatable); it is never stored")
     a("--chat-template", default=d.chat_template, metavar="FILE",

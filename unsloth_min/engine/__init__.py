@@ -80,6 +80,7 @@ class EngineOptions:
     chat_template: str | None = None  # source text overriding the GGUF's
     max_queue: int = MAX_QUEUE
     mmproj: str | None = None  # vision projector GGUF
+    n_predict: int | None = None  # a cap on any request's generated tokens (llama-server's -n)
 
 
 _LIBC = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL (a CDLL one, like socket.send, drops it)
@@ -142,6 +143,7 @@ class Engine:
         self.model = Model(opts.params)
         self.n_ctx = self.model.n_ctx
         self.defaults = opts.defaults.merged(LLAMA_DEFAULTS)
+        self.n_predict = opts.n_predict
         self.reasoning = opts.reasoning
         source = opts.chat_template or self.model.chat_template()
         if not source:
@@ -260,7 +262,7 @@ class Engine:
             raise ApiError(400, "invalid_request_error", "the prompt is empty", param="messages")
         sampling = req.sampling.merged(self.defaults)
         room = self.n_ctx - len(prompt)
-        max_tokens = min(sampling.max_tokens or room, room)
+        max_tokens = min(sampling.max_tokens or room, room, self.n_predict or room)
         queue: asyncio.Queue = asyncio.Queue()
         seq = Sequence(prompt, sampling, max_tokens, emit=functools.partial(self._mailbox().post, queue),
                        media=media, grammar=grammar, special=self.special)
