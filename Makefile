@@ -39,11 +39,11 @@ test-fast: install
 # Load and faults against the real model in its own process (make test runs the scripted version):
 # mixed requests over all routes with disconnects and faults, 200 idle connections, 100 at once.
 soak: install
-	UNSLOTH_MIN_SOAK=$(SOAK_REQUESTS) $(BIN)/python -m pytest -q -s tests/test_soak.py
+	UNSLOTH_MIN_SOAK=$(SOAK_REQUESTS) $(BIN)/python -m pytest -q -s tests/e2e/test_soak.py
 
 # The hypothesis fuzzers with a bigger budget than make test's (examples per test).
 fuzz: install
-	UNSLOTH_MIN_FUZZ=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/test_fuzz_http.py tests/test_fuzz_dialects.py
+	UNSLOTH_MIN_FUZZ=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/http/test_fuzz_http.py tests/dialects/test_fuzz_dialects.py
 
 # Claude Code, Codex and opencode (pinned; `make e2e-clients CODEX_VERSION=latest …` tries the newest),
 # installed with npm into $(CLIENTS_DIR), one real turn each against the embedded model.
@@ -53,7 +53,7 @@ e2e-clients: install
 	cd $(CLIENTS_DIR) && { test -f package.json || npm init -y >/dev/null; } && npm install --no-audit \
 	    --no-fund --loglevel=error @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
 	    @openai/codex@$(CODEX_VERSION) opencode-ai@$(OPENCODE_VERSION)
-	UNSLOTH_MIN_CLIENTS=$(CLIENTS_DIR) $(BIN)/python -m pytest -q -s -rs tests/test_e2e_clients.py
+	UNSLOTH_MIN_CLIENTS=$(CLIENTS_DIR) $(BIN)/python -m pytest -q -s -rs tests/e2e/test_e2e_clients.py
 
 # LLAMA_SERVER=path/to/llama-server adds llama.cpp's server to the comparison (bench/README.md)
 bench: install

@@ -1,0 +1,124 @@
+"""The real clients, one non-interactive turn each, against the server on the embedded model
+(`make e2e-clients`: it installs the pinned versions with npm into .cache/clients and points
+UNSLOTH_MIN_CLIENTS there). Each must exit 0 and print an answer, with no 4xx/5xx in the access
+log; Claude Code's second turn must write a file through its own Write tool (a client tool call
+round trip: our answer names the tool, the client runs it and sends the result back).
+
+Claude Code's first prompt is ~20-30k tokens: this is also the long-prompt check (the default
+context covers it, past the 135M model's 8k training context). Skipped, saying why, unless
+UNSLOTH_MIN_CLIENTS names a folder with the clients installed.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from support.servers import KEY, start_server_process, stop_server_process
+
+CLIENTS = os.environ.get("UNSLOTH_MIN_CLIENTS")
+pytestmark = [pytest.mark.model,
+              pytest.mark.skipif(not CLIENTS, reason="the real clients run with `make e2e-clients` "
+                                 "(it installs them with npm)")]
+TIMEOUT = 1500  # a 20-30k-token prefill on 2 cores takes minutes
+CODEX_CONFIG = """model = "default"
+model_provider = "local"
+[model_providers.local]
+name = "local"
+base_url = "{base}/v1"
+wire_api = "responses"
+env_key = "UNSLOTH_MIN_KEY"
+"""
+OPENCODE_CONFIG = """{{"$schema": "https://opencode.ai/config.json",
+ "provider": {{"local": {{"npm": "@ai-sdk/openai-compatible", "name": "unsloth_min",
+   "options": {{"baseURL": "{base}/v1", "apiKey": "{{env:UNSLOTH_MIN_KEY}}"}},
+   "models": {{"default": {{"name": "default"}}}}}}}}}}
+"""
+
+
+def binary(name: str) -> str:
+    path = os.path.join(os.path.abspath(CLIENTS), "node_modules", ".bin", name)
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing: run `make e2e-clients`")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    # greedy, so that the tool-call turn is the same every run; two slots: opencode sends its
+    # title request beside the turn; -n: the clients ask for 32-64k tokens, and a greedy 135M
+    # model fills them with loops
+    running = start_server_process(str(tmp_path_factory.mktemp("home")), "--temp", "0", "-np", "2",
+                                   "-n", "256")
+    yield running
+    assert stop_server_process(running) == 0
+
+
+def run(cmd: list[str], home, cwd=None, **env) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HOME=str(home), UNSLOTH_MIN_KEY=KEY, NO_COLOR="1", **env)
+    done = subprocess.run(cmd, cwd=cwd or home, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    print(f"$ {' '.join(cmd)}\n-> {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done
+
+
+def client_errors(server, since: int) -> list[str]:
+    """Access-log lines past byte `since` with a 4xx/5xx status (the start's /health polls
+    answer 503 while the model loads: not a client's)."""
+    with open(server.log, errors="replace") as f:
+        f.seek(since)
+        log = f.read()
+    return [line for line in log.splitlines() if "unsloth_min.access" in line
+            and " GET /health " not in line and re.search(r" [45]\d\d ", line)]
+
+
+@pytest.fixture
+def since(server) -> int:
+    """Where the server log stood when the test began."""
+    return os.path.getsize(server.log)
+
+
+def claude(server, home, prompt: str, *flags: str) -> subprocess.CompletedProcess:
+    # its stream watchdog gives up after 5 minutes without an event: a 20k-token prefill on two
+    # slow cores can take longer
+    return run([binary("claude"), "-p", prompt, "--model", "default", *flags], home,
+               ANTHROPIC_BASE_URL=server.base_url, ANTHROPIC_API_KEY=KEY, IS_SANDBOX="1",
+               CLAUDE_STREAM_IDLE_TIMEOUT_MS="1500000", API_TIMEOUT_MS="1500000",
+               DISABLE_TELEMETRY="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
+
+
+def test_claude_code_answers_a_turn(server, since, tmp_path):
+    done = claude(server, tmp_path, "Say hello")
+    assert done.returncode == 0 and done.stdout.strip()
+    assert client_errors(server, since) == []
+
+
+def test_claude_code_writes_a_file_with_its_tool(server, since, tmp_path):
+    target = tmp_path / "hello.txt"
+    done = claude(server, tmp_path, f"Use the Write tool to write the text hi to {target}",
+                  "--tools", "Write", "--allowedTools", "Write", "--dangerously-skip-permissions")
+    assert done.returncode == 0
+    assert target.exists(), "the model did not call the Write tool"
+    assert client_errors(server, since) == []
+
+
+def test_codex_answers_a_turn(server, since, tmp_path):
+    home = tmp_path / "codex"
+    home.mkdir()
+    (home / "config.toml").write_text(CODEX_CONFIG.format(base=server.base_url))
+    done = run([binary("codex"), "exec", "--skip-git-repo-check", "Say hello"], tmp_path,
+               CODEX_HOME=str(home))
+    assert done.returncode == 0 and done.stdout.strip()
+    assert client_errors(server, since) == []
+
+
+def test_opencode_answers_a_turn(server, since, tmp_path):
+    work, home = tmp_path / "work", tmp_path / "home"  # (its config in the project, not in HOME)
+    work.mkdir()
+    home.mkdir()
+    (work / "opencode.json").write_text(OPENCODE_CONFIG.format(base=server.base_url))
+    done = run([binary("opencode"), "run", "-m", "local/default", "Say hello"], home, cwd=work)
+    assert done.returncode == 0 and done.stdout.strip()
+    assert client_errors(server, since) == []

@@ -1,0 +1,1 @@
+"""What the tests share: servers, the scripted engine, raw sockets, images, /proc, fuzzing budgets."""
