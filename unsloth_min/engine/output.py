@@ -89,7 +89,7 @@ class OutputParser:
             self._say(self.raw + buf)
         elif state is State.CALL:
             self._end_call(complete=False)
-        self.buf = ""
+        self.buf = ""  # (inside a list, or after a call: what is held means nothing)
         return self.out
 
     # ---- emitting --------------------------------------------------------------------------------
