@@ -245,7 +245,7 @@ def test_integer_ranges_match_exactly_their_numbers():
     import random
     import re
 
-    from unsloth_min.engine.grammar import digit_runs, integer_range
+    from unsloth_min.engine.gbnf import digit_runs, integer_range
 
     def regex(gbnf: str) -> re.Pattern:
         text = re.sub(r'"([^"]*)"', lambda m: re.escape(m.group(1)), gbnf.replace(" ", ""))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from unsloth_min.core import ReasoningDelta, TextDelta, ToolCallDelta
 from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat
 from unsloth_min.engine.output import OutputParser
-from unsloth_min.engine.xmlvalues import xml_value
+from unsloth_min.engine.calls.xmlvalues import xml_value
 from unsloth_min.engine.textstream import TextStream
 
 WEATHER = '{"city": "Paris", "unit": "celsius"}'

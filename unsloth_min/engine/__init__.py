@@ -289,7 +289,7 @@ async def parsed(queue: asyncio.Queue, parser: OutputParser, seq: Sequence) -> A
                 delivered = True
                 yield ev
                 continue
-            thinking_tokens += parser.state == "think"
+            thinking_tokens += parser.thinking
             if not delivered:
                 raw.append(ev.text)
             for out in parser.push(ev.text):

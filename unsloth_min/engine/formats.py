@@ -13,7 +13,8 @@ without `<tool_call>`), gets `prepare_messages`: the tools described in a system
 Hermes format (the most widely trained one), earlier calls rewritten as `<tool_call>` text and
 tool results as `<tool_response>` user turns, so that any template can show them.
 
-Does not: parse output (output.py) or build grammars (grammar.py); it only names the markers.
+Does not: parse output or build grammars (each format's object in calls/ does, through output.py
+and grammar.py); it only picks the format.
 """
 from __future__ import annotations
 
@@ -21,24 +22,9 @@ import json
 from dataclasses import dataclass
 
 from ..core import Message, Text, Tool, ToolCall, ToolResult
+from .calls import HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, CallFormat
+from .calls.mistral_args import ARGS
 from .template import arguments_value, tools_dicts
-
-
-@dataclass(frozen=True)
-class ToolFormat:
-    name: str
-    open: str               # the marker before a call (before the list, for `listed`)
-    close: str = ""         # the marker after each call ("" → none)
-    args_key: str = "arguments"
-    listed: bool = False    # calls written as one JSON array after `open` (Mistral)
-    bare_json: bool = False  # a `{"name": …}` object at the start of the answer is a call (Llama 3)
-    xml: bool = False       # `<function=NAME><parameter=KEY>value</parameter>…</function>` (Qwen3-Coder)
-    named: bool = False     # `NAME[ARGS]{…}` after each `open` (Mistral v11+; `[CALL_ID]ID` read too)
-
-    @property
-    def markers(self) -> tuple[str, ...]:
-        """Every marker of the format (control tokens in some vocabularies)."""
-        return tuple(m for m in (self.open, self.close) + ((ARGS, CALL_ID) if self.named else ()) if m)
 
 
 @dataclass(frozen=True)
@@ -46,13 +32,6 @@ class ThinkFormat:
     open: str = "<think>"
     close: str = "</think>"
 
-
-ARGS, CALL_ID = "[ARGS]", "[CALL_ID]"  # Mistral v11+: `[TOOL_CALLS]NAME[CALL_ID]ID[ARGS]{…}`
-HERMES = ToolFormat("hermes", "<tool_call>", "</tool_call>")
-MISTRAL = ToolFormat("mistral", "[TOOL_CALLS]", listed=True)
-MISTRAL_ARGS = ToolFormat("mistral_args", "[TOOL_CALLS]", named=True)
-LLAMA3 = ToolFormat("llama3", "<|python_tag|>", args_key="parameters", bare_json=True)
-QWEN3_XML = ToolFormat("qwen3_xml", "<tool_call>", "</tool_call>", xml=True)
 
 # (markers all in the template source, format); the first match wins. None: a format we cannot
 # parse (Llama 3.1's `<function=name>{json}</function>`): the template counts as having none.
@@ -63,7 +42,7 @@ TOOL_MARKERS = ((("<tool_call>", "<function="), QWEN3_XML), (("<function=",), No
 THINK_FORMATS = (ThinkFormat("[THINK]", "[/THINK]"), ThinkFormat())
 
 
-def detect_tool_format(source: str) -> ToolFormat | None:
+def detect_tool_format(source: str) -> CallFormat | None:
     """The template's own tool-call format, or None (we then describe tools ourselves)."""
     for markers, fmt in TOOL_MARKERS:
         if all(m in source for m in markers):

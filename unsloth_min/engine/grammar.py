@@ -1,62 +1,35 @@
 """Grammars that force tool calls and JSON answers: a request → llama.cpp GBNF (+ lazy triggers).
 
-Strategy: each tool's JSON Schema goes through llama-cpp-python's own JSON-Schema → GBNF converter
-(`SchemaConverter`, one per schema so a failure cannot leave half a rule behind; ours adds what it
-lacks: integer `minimum`/`maximum` and JSON's own string characters); our rules wrap the
-arguments in the exact text the output parser reads (`<tool_call>{"name": "f", "arguments": …}
-</tool_call>` for Hermes, `[TOOL_CALLS][…]` for Mistral, `[TOOL_CALLS]f[ARGS]{…}` for Mistral
-v11+ (no `[CALL_ID]`), `{"name": "f", "parameters": …}` for Llama 3), with one alternative per
-allowed name. Qwen3-Coder's XML calls get their own rules
-(`xml_call`): `<function=f>\n`, then the schema's properties in its order as
-`<parameter=k>\nVALUE\n</parameter>\n` (the required ones present), then `</function>`; a VALUE
-is an enum's literals, raw text that cannot contain `</parameter>` for a string (or untyped)
-property, and the converter's JSON for the other types. A tool whose schema this cannot spell
-(not an object, a key no tag can hold, a property the converter fails on) gets free-form
-parameters and a warning; one without `properties` gets free-form parameters. The grammar ends where the calls (or the answer)
-end, so llama.cpp lets only end-of-generation follow.
+Strategy: the tools' rules come from the call format's object (engine/calls/: each format writes
+its calls' exact text, as the output parser reads it, with one alternative per allowed name and
+each tool's JSON Schema as the arguments' rule, gbnf.py); an answer schema goes through the same
+converter. The grammar ends where the calls (or the answer) end, so llama.cpp lets only
+end-of-generation follow.
   required / a named function → the whole answer is calls;
   auto                       → lazy: the grammar starts only once the model has written the
-                               opening of a call, so it may still answer in text;
+                               opening of a call (the format's `triggers`), so it may still
+                               answer in text;
   response_schema            → the whole answer is that JSON (json_object: any object);
-  a prompt that opened thinking → lazy from the closing marker, so the model thinks freely first.
+  a prompt that opened thinking → lazy from the closing marker (then the format's `preamble`),
+                               so the model thinks freely first.
 Lazy triggers are regexes (read alike by llama.cpp's std::regex and Python's `re`, which watches
 them in constrain.py) that match only when the text written so far *ends inside* a known prefix
 of the grammar: llama.cpp replays that text into the grammar, and text it rejects would abort the
-process, so a trigger that is not sure does not fire (the call is then parsed without enforcement). An XML call's trigger waits for
-`<tool_call>` + `<function=` (then a prefix of an allowed name), so a `<tool_call>` mentioned in
-prose stays prose; a Mistral v11+ call's trigger waits for `[TOOL_CALLS]` + the start of an
-allowed name. A schema the converter cannot handle gets "any JSON object" arguments and a
+process, so a trigger that is not sure does not fire (the call is then parsed without
+enforcement). A schema the converter cannot handle gets "any JSON object" arguments and a
 warning; an answer schema it cannot handle gets no grammar.
 
-Does not: talk to llama.cpp (the scheduler builds the sampler), or parse output (output.py).
+Does not: talk to llama.cpp (the scheduler builds the sampler), parse output (output.py), or
+know any format's text (engine/calls/).
 """
 from __future__ import annotations
 
-import copy
-import json
-import logging
-import math
 from dataclasses import dataclass
 
-from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, SchemaConverter
-
 from ..core import ChatRequest, Tool
-from .formats import ARGS, ThinkFormat, ToolFormat
-from .xmlcalls import FUNC, FUNC_END, PARAM, PARAM_END, XML_NAME
-from .xmlvalues import schema_types, schema_values
-
-log = logging.getLogger("unsloth_min.engine")
-
-# Whitespace the grammar allows between call tokens, bounded so a weak model cannot loop on it;
-# the trigger regexes use the very same set, so what they match the grammar accepts.
-WS_SET = "[ \\t\\n]{0,4}"  # read alike as a GBNF rule and as a regex
-GAP = object()  # a placeholder for WS_SET in a list of grammar parts
-REGEX_SPECIAL = set("\\^$.|?*+()[]{}")  # std::regex ECMAScript
-# JSON string characters. llama-cpp-python's converter allows raw control characters (`[^"\\]`),
-# so a forced `{"code": "…"}` could hold a raw newline that no JSON parser accepts; this is
-# llama.cpp's own (current) rule.
-JSON_CHAR = ('[^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | '
-             '"u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])')
+from .calls import CallFormat
+from .formats import ThinkFormat
+from .gbnf import GAP, WS_SET, Rules, literal, prefix_regex
 
 
 @dataclass(frozen=True)
@@ -70,246 +43,21 @@ class Grammar:
         return bool(self.triggers)
 
 
-def literal(text: str) -> str:
-    """A GBNF string literal."""
-    out = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
-
-
-def regex_escape(text: str) -> str:
-    return "".join("\\" + c if c in REGEX_SPECIAL else "\\n" if c == "\n" else c for c in text)
-
-
-def prefix_regex(parts: list) -> str:
-    """A regex for any prefix of the text `parts` spell that includes all of parts[0]."""
-    atoms = [WS_SET if p is GAP else regex_escape(c) for p in parts[1:] for c in ([p] if p is GAP else p)]
-    rest = ""
-    for atom in reversed(atoms):  # a(?:b(?:c)?)?
-        rest = atom + (f"(?:{rest})?" if rest else "")
-    return regex_escape(parts[0]) + (f"(?:{rest})?" if rest else "")
-
-
-def call_preamble(fmt: ToolFormat) -> list:
-    if fmt.xml:
-        return [fmt.open, GAP, FUNC]
-    if fmt.named:
-        return [fmt.open]
-    head = [fmt.open, GAP] + (["[", GAP] if fmt.listed else [])
-    return head + ["{", GAP, '"name"', GAP, ":", GAP, '"']
-
-
-# ---- schemas -------------------------------------------------------------------------------------
-INT_DIGITS = 16  # the converter's own cap on an integer's digits
-INT_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-
-
-def digit_runs(a: int, b: int) -> list[str]:
-    """GBNF sequences that together match exactly the decimal numbers a..b (0 <= a <= b)."""
-    if a > b:
-        return []
-    sa, sb = str(a), str(b)
-    if len(sa) < len(sb):  # one digit count at a time
-        top = 10 ** len(sa) - 1
-        return digit_runs(a, top) + digit_runs(top + 1, b)
-    i = next((k for k in range(len(sa)) if sa[k] != sb[k]), len(sa))
-    if i == len(sa):
-        return [f'"{sa}"']
-    head, rest = (f'"{sa[:i]}" ' if i else ""), len(sa) - i - 1
-    span = f"[{sa[i]}-{sb[i]}]" if sa[i] != sb[i] else f'"{sa[i]}"'
-    if sa[i + 1:] == "0" * rest and sb[i + 1:] == "9" * rest:  # every tail: one class run
-        return [head + span + (f" [0-9]{{{rest}}}" if rest else "")]
-    out = digit_runs(a, int(sa[:i + 1] + "9" * rest))  # the low digit with its tails up to 9…9
-    if int(sa[i]) + 1 <= int(sb[i]) - 1:  # the digits between with any tail
-        mid = f"[{int(sa[i]) + 1}-{int(sb[i]) - 1}]"
-        out.append(head + mid + f" [0-9]{{{rest}}}")
-    return out + digit_runs(int(sb[:i + 1] + "0" * rest), b)  # the high digit, tails from 0…0
-
-
-def integer_range(schema: dict) -> str | None:
-    """A GBNF expression for the integers a schema's bounds allow (None: no bounds, or none fit)."""
-    if not any(k in schema for k in INT_BOUNDS):
-        return None
-    big = 10 ** INT_DIGITS - 1
-    lo, hi = -big, big
-    def bound(key: str):
-        value = schema.get(key)  # (draft 4's boolean exclusive* flags are not bounds)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return value if ok else None
-
-    if (v := bound("minimum")) is not None:
-        lo = max(lo, math.ceil(v))
-    if (v := bound("exclusiveMinimum")) is not None:
-        lo = max(lo, math.floor(v) + 1)
-    if (v := bound("maximum")) is not None:
-        hi = min(hi, math.floor(v))
-    if (v := bound("exclusiveMaximum")) is not None:
-        hi = min(hi, math.ceil(v) - 1)
-    if lo > hi:
-        return None
-    runs = []
-    if lo < 0:  # the negative part, by magnitude
-        runs += [f'"-" {r}' for r in digit_runs(max(1, -min(hi, -1)), -lo)]
-    if hi >= 0:
-        runs += digit_runs(max(lo, 0), hi)
-    return "(" + " | ".join(runs) + ")"
-
-
-class Converter(SchemaConverter):
-    """llama-cpp-python's converter, with integer bounds (it reads an integer's type only)."""
-
-    def visit(self, schema, name):
-        plain = not any(k in schema for k in ("$ref", "oneOf", "anyOf", "const", "enum"))
-        if plain and schema.get("type") == "integer":
-            bounded = integer_range(schema)
-            if bounded is not None:
-                rule = name + "-" if name in RESERVED_NAMES else name or "root"
-                return self._add_rule(rule, f"{bounded} space")
-        return super().visit(schema, name)
-
-
-class Rules:
-    """GBNF rules gathered from several converter runs (their shared primitives are identical)."""
-
-    def __init__(self):
-        self.rules: dict[str, str] = {}
-
-    def add(self, name: str, rule: str) -> str:
-        self.rules[name] = rule
-        return name
-
-    def schema(self, schema: dict, name: str) -> str | None:
-        conv = Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-        try:
-            schema = conv.resolve_refs(copy.deepcopy(schema), "request")
-            root = conv.visit(schema, name)
-        except Exception as e:  # the converter asserts/raises on what it does not support
-            log.warning("cannot build a grammar for the JSON schema %r: %s", name, e)
-            return None
-        if not self.merge(conv._rules):
-            log.warning("grammar rule clash for schema %r", name)
-            return None
-        return root
-
-    def any_object(self) -> str:
-        conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-        name = conv._add_primitive("object", PRIMITIVE_RULES["object"])
-        self.merge(conv._rules)
-        return name
-
-    def merge(self, rules: dict[str, str]) -> bool:
-        rules = {k: JSON_CHAR if k == "char" else v for k, v in rules.items()}
-        if any(self.rules.get(k, v) != v for k, v in rules.items()):
-            return False
-        self.rules.update(rules)
-        return True
-
-    def text(self) -> str:
-        return "\n".join(f"{k} ::= {v}" for k, v in sorted(self.rules.items()))
-
-
-# ---- Qwen3-Coder XML calls -----------------------------------------------------------------------
-TAG_END, VALUE_END = ">\n", "\n" + PARAM_END + "\n"  # `<function=f>⏎`, `⏎</parameter>⏎`
-
-
-def xml_text(rules: Rules) -> str:
-    """Raw text that never contains `</parameter>`: a matcher for that marker, one rule per state
-    (xml-tK: the text so far ends in the marker's first K characters), any state may end."""
-    m = PARAM_END  # `<` occurs only first in it: a mismatch restarts at `<` (xml-t1) or at nothing
-    for k, c in enumerate(m):
-        alts = ['"<" xml-t1', f"[^<{c}] xml-t0" if k else "[^<] xml-t0"]
-        if 0 < k < len(m) - 1:  # the marker's last character is the one never allowed
-            alts.insert(0, f"{literal(c)} xml-t{k + 1}")
-        rules.add(f"xml-t{k}", "( " + " | ".join(alts) + " )?")
-    return "xml-t0"
-
-
-def xml_value_rule(rules: Rules, schema, name: str) -> str | None:
-    values = schema_values(schema)
-    if values:  # written raw, as the parser reads them back
-        return "(" + " | ".join(literal(v if isinstance(v, str) else json.dumps(v)) for v in values) + ")"
-    kinds = schema_types(schema)
-    if not kinds or "string" in kinds:
-        return xml_text(rules)
-    return rules.schema(schema, name)  # JSON for a number, boolean, null, object or array
-
-
-def xml_params(rules: Rules, schema, i: int) -> str | None:
-    """The parameters of tool `i` in schema order; None: the schema cannot be spelled."""
-    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
-        return None
-    props, required = schema.get("properties"), schema.get("required") or []
-    if not isinstance(props, dict):
-        return xml_free(rules) if props is None else None
-    parts = []
-    for j, (key, sub) in enumerate(props.items()):
-        value = xml_value_rule(rules, sub, f"tool{i}-p{j}") if XML_NAME.fullmatch(key) and key else None
-        if value is None:
-            return None
-        one = f"{literal(PARAM + key + TAG_END)} {value} {literal(VALUE_END)}"
-        parts.append(one if key in required else f"( {one} )?")
-    return " ".join(parts) or '""'
-
-
-def xml_free(rules: Rules) -> str:
-    text = xml_text(rules)
-    return rules.add("xml-free", f'( {literal(PARAM)} [^<> \\t\\r\\n]{{1,128}} {literal(TAG_END)} {text} '
-                                 f'{literal(VALUE_END)} )*')
-
-
-def tool_schema(tool: Tool) -> dict:
-    """A tool's parameters; none or `{}` (which would allow any JSON value) mean any object."""
-    return tool.parameters or {"type": "object"}
-
-
-def xml_call(rules: Rules, tool: Tool, i: int) -> str:
-    params = xml_params(rules, tool_schema(tool), i)
-    if params is None:
-        log.warning("cannot build an XML call grammar for tool %r: its parameters are free-form", tool.name)
-        params = xml_free(rules)
-    return f"{literal(FUNC + tool.name + TAG_END)} {params} {literal(FUNC_END)}"
-
-
-def calls_rule(rules: Rules, tools: list[Tool], fmt: ToolFormat, parallel: bool) -> str:
-    alts = []
-    for i, tool in enumerate(tools):
-        if fmt.xml:
-            alts.append(rules.add(f"x-call{i}", xml_call(rules, tool, i)))
-            continue
-        args = rules.schema(tool_schema(tool), f"tool{i}-args") or rules.any_object()
-        if fmt.named:
-            alts.append(rules.add(f"x-call{i}", f"{literal(fmt.open + tool.name + ARGS)} {args}"))
-            continue
-        alts.append(rules.add(
-            f"x-call{i}", f'"{{" x-ws "\\"name\\"" x-ws ":" x-ws {literal(json.dumps(tool.name))} '
-                          f'x-ws "," x-ws {literal(json.dumps(fmt.args_key))} x-ws ":" x-ws {args} x-ws "}}"'))
-    call = rules.add("x-call", " | ".join(alts))
-    if fmt.listed:
-        more = f' (x-ws "," x-ws {call})*' if parallel else ""
-        return rules.add("x-calls", f'{literal(fmt.open)} x-ws "[" x-ws {call}{more} x-ws "]"')
-    if fmt.named:
-        return rules.add("x-calls", f"{call} (x-ws {call})*" if parallel else call)
-    if fmt.bare_json:
-        more = f' (x-ws ";"? x-ws {call})*' if parallel else ""
-        return rules.add("x-calls", f"({literal(fmt.open)} x-ws)? {call}{more}")
-    one = rules.add("x-one", f"{literal(fmt.open)} x-ws {call} x-ws {literal(fmt.close)}")
-    return rules.add("x-calls", f"{one} (x-ws {one})*" if parallel else one)
-
-
 def allowed_tools(req: ChatRequest) -> list[Tool]:
     if req.tool_choice == "function":
         return [t for t in req.tools if t.name == req.tool_name]
     return list(req.tools)
 
 
-def build_grammar(req: ChatRequest, fmt: ToolFormat, think: ThinkFormat,
+def build_grammar(req: ChatRequest, fmt: CallFormat, think: ThinkFormat,
                   thinking: bool) -> Grammar | None:
     """The grammar for `req` (None: decode freely). `fmt` is the format calls are written in."""
     rules, alts, preambles = Rules(), [], []
     calling = bool(req.offered_tools)
     forced = calling and req.tool_choice in ("required", "function")
     if calling and allowed_tools(req):
-        alts.append(calls_rule(rules, allowed_tools(req), fmt, req.parallel_tool_calls))
-        preambles.append(call_preamble(fmt))
+        alts.append(fmt.calls_rule(rules, allowed_tools(req), req.parallel_tool_calls))
+        preambles.append(fmt.preamble())
     if req.response_schema is not None and not forced:
         answer = rules.schema(req.response_schema, "answer")
         if answer is not None:
@@ -331,8 +79,8 @@ def build_grammar(req: ChatRequest, fmt: ToolFormat, think: ThinkFormat,
                    after=think.close if thinking else "")
 
 
-def lazy_triggers(fmt: ToolFormat, names: list[str] = ()) -> tuple[str, ...]:
-    """Auto mode: enforce once the model has begun a call.
+def lazy_triggers(fmt: CallFormat, names: list[str] = ()) -> tuple[str, ...]:
+    """Auto mode: enforce once the model has begun a call (the format writes the patterns).
 
     Every pattern matches at most a few dozen characters at the end of the text: libstdc++'s
     std::regex recurses once per character a `*` consumes, so a `[\\s\\S]*` over a long answer
@@ -340,18 +88,7 @@ def lazy_triggers(fmt: ToolFormat, names: list[str] = ()) -> tuple[str, ...]:
     Constraint itself waits for `Grammar.after`, and watches only the text that follows it
     (`^` then means the start of the answer).
     """
-    preamble = call_preamble(fmt)
-    if fmt.xml:  # `<tool_call>` alone may be prose: wait for `<function=`, then an allowed name
-        names = "|".join(prefix_regex(["", name + ">\n"]) for name in names)
-        return (f"({regex_escape(fmt.open)}{WS_SET}{regex_escape(FUNC)}(?:{names}))$",)
-    if fmt.named:  # `[TOOL_CALLS]` alone may be prose: wait for the start of an allowed name
-        names = "|".join(prefix_regex([name[0], name[1:] + ARGS]) for name in names if name)
-        return (f"({regex_escape(fmt.open)}(?:{names}))$",)
-    out = [f"({prefix_regex(preamble)})$"]
-    if fmt.bare_json:  # a bare `{"name": …` only at the start of the answer
-        bare = prefix_regex(preamble[preamble.index("{"):])
-        out.append(f"^{WS_SET}({bare})$")
-    return tuple(out)
+    return fmt.triggers(list(names))
 
 
 def answer_is_object(schema: dict) -> bool:

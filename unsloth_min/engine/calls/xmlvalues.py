@@ -5,7 +5,7 @@ leading and one trailing newline; a number, boolean, null, object or array is pa
 text (objects and arrays also as Python literals, which a template's `|string` writes); text that
 parses as none of the types the schema allows stays a string.
 
-Does not: find parameters in the model's text (output.py) or constrain them (grammar.py).
+Does not: find parameters in the model's text or constrain them (qwen3_xml.py does both).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import ast
 import json
 import math
 
-WS = " \t\r\n"  # whitespace, as output.py, xmlcalls.py and this module skip it
+from .base import WS
+
 LITERAL_LIMIT = 65536  # Python-literal fallback for object/array values: only for short text
 
 

@@ -1,0 +1,140 @@
+"""Calls written as JSON objects, `{"name": "f", "arguments": {…}}`: the reader and the shared base.
+
+Strategy: `JsonReader` scans one object as it arrives — a string/depth scanner finds where the
+object ends and where its top-level members end. Once `{"name": "…", "arguments":` has arrived
+(within `HEAD_LIMIT` characters) the name is known and the arguments are certain up to the end of
+the text so far, less trailing whitespace, until the member after them begins; so a first call
+can stream its arguments as JSON text fragments. An object whose name does not come first is
+read whole at its end. A reader given the name up front (Mistral v11's `NAME[ARGS]{…}`) reads
+the object as the arguments. `JsonCalls` is the base of the formats that write such objects
+(Hermes, Llama 3, Mistral): a `{` after the marker begins a call; its grammar rule is the object
+with the tool's name and schema.
+
+Does not: raise on malformed or cut-off JSON (a cut-off call keeps the arguments it had), or
+check the arguments against the schema (the grammar does, when asked).
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from ...core import Tool
+from ..gbnf import GAP, Rules, literal, tool_schema
+from .base import WS, CallFormat, State, Step
+
+# A call whose name comes first can stream its arguments: where they start.
+HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
+HEAD_LIMIT = 512  # chars of a call object within which a streamable head must appear
+JSON_HEAD = ["{", GAP, '"name"', GAP, ":", GAP, '"']  # a call object's start, as grammar parts
+
+
+class JsonReader:
+    """One JSON call object (the text it is fed starts at its `{`)."""
+
+    def __init__(self, args_key: str = "arguments", name: str | None = None):
+        self.args_key = args_key  # the arguments' key when the object is read whole
+        self.name = name          # given: the object is the arguments (Mistral v11)
+        self.whole = name is not None
+        self.lead = ""            # text before the object that belongs to the call (a named head)
+        self.obj = ""             # the object so far
+        self.stops: list[int] = []  # where top-level members end (`,` and the closing `}`)
+        self.depth, self.in_str, self.esc = 0, False, False
+        self.head = self.sent = 0 if self.whole else -1  # where the arguments start / given out up to
+
+    @property
+    def text(self) -> str:
+        return self.lead + self.obj
+
+    def feed(self, buf: str) -> Step:
+        end = self._scan(buf)
+        self.obj += buf if end == -1 else buf[:end]
+        if self.head == -1 and len(self.obj) < HEAD_LIMIT:
+            self._find_head()
+        return Step(len(buf), State.CALL) if end == -1 else Step(end, State.AFTER)
+
+    def _scan(self, chunk: str) -> int:
+        """Advance the scanner over `chunk`: the index just past the object's end, or -1."""
+        base, depth, in_str, esc = len(self.obj), self.depth, self.in_str, self.esc
+        for i, c in enumerate(chunk):
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == "\\":
+                    esc = True
+                elif c == '"':
+                    in_str = False
+            elif c == '"':
+                in_str = True
+            elif c == "{" or c == "[":
+                depth += 1
+            elif c == "}" or c == "]":
+                if depth == 1:
+                    self.stops.append(base + i)
+                depth -= 1
+                if depth == 0:
+                    self.depth, self.in_str, self.esc = depth, in_str, esc
+                    return i + 1
+            elif c == "," and depth == 1:
+                self.stops.append(base + i)
+        self.depth, self.in_str, self.esc = depth, in_str, esc
+        return -1
+
+    def _find_head(self) -> None:
+        m = HEAD.match(self.obj)
+        if m is None or m.end() == len(self.obj):  # the arguments must have begun
+            return
+        try:
+            self.name = json.loads('"' + m.group(1) + '"')
+        except ValueError:
+            return
+        self.head = self.sent = m.end()
+
+    def _args_end(self) -> int:
+        if self.whole:
+            return len(self.obj)
+        return next((p for p in self.stops if p >= self.head), len(self.obj))
+
+    def pieces(self) -> list[str]:
+        if self.head == -1:
+            return []
+        piece = self.obj[self.sent:self._args_end()].rstrip(WS)
+        self.sent += len(piece)
+        return [piece] if piece else []
+
+    def finish(self, complete: bool, rest: str) -> tuple[str, str] | None:
+        if self.head != -1:
+            return self.name, self.obj[self.head:self._args_end()].strip(WS)
+        return self._whole_call() if complete else None
+
+    def _whole_call(self) -> tuple[str, str] | None:
+        """A finished object whose name did not come first: (name, arguments JSON) or None."""
+        try:
+            obj = json.loads(self.obj)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            return None
+        args = obj.get(self.args_key, obj.get("arguments", obj.get("parameters", {})))
+        return obj["name"], args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+
+
+def args_rule(rules: Rules, tool: Tool, i: int) -> str:
+    """The rule for tool `i`'s arguments: its schema's object (any object if it cannot be spelled)."""
+    return rules.schema(tool_schema(tool), f"tool{i}-args") or rules.any_object()
+
+
+class JsonCalls(CallFormat):
+    """A format whose calls are `{"name": …, ARGS_KEY: {…}}` objects after its marker."""
+    args_key = "arguments"
+
+    def begin(self, s: str, listed: bool, schemas: dict) -> Step | None:
+        if s[0] == "{":
+            return Step(0, State.CALL, JsonReader(self.args_key))
+        return Step(0, State.TEXT)
+
+    def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
+        return (f'"{{" x-ws "\\"name\\"" x-ws ":" x-ws {literal(json.dumps(tool.name))} x-ws "," x-ws '
+                f'{literal(json.dumps(self.args_key))} x-ws ":" x-ws {args_rule(rules, tool, i)} x-ws "}}"')
+
+    def preamble(self) -> list:
+        return [self.open, GAP] + JSON_HEAD
