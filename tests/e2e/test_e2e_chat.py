@@ -100,7 +100,7 @@ def test_follow_up_turn_reuses_the_prefix(client):
 
 def test_context_length_exceeded(client):
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="d", messages=[{"role": "user", "content": "hi " * 9000}])
+        client.chat.completions.create(model="d", messages=[{"role": "user", "content": "hi " * 33000}])
     assert e.value.body["code"] == "context_length_exceeded"
 
 

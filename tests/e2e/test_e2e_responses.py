@@ -73,5 +73,5 @@ def test_previous_response_id_chain(client):
 
 def test_context_length_exceeded(client):
     with pytest.raises(openai.BadRequestError) as e:
-        client.responses.create(model="default", input="hi " * 9000)
+        client.responses.create(model="default", input="hi " * 33000)
     assert e.value.body["code"] == "context_length_exceeded"
