@@ -262,10 +262,6 @@ def parse_input(text: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def render_response(events: list, model: str) -> dict:
-    return Encoder(None, model).replay(events)
-
-
 class Encoder(base.Encoder):
     """Events → `(event_name, payload)` pairs, keeping `message` (the final JSON) up to date."""
 

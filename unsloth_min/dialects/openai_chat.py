@@ -140,10 +140,6 @@ def render_tool_result(ev: ToolExecuted) -> dict:
             "arguments": ev.call.arguments, "content": ev.result.content, "is_error": ev.result.is_error}
 
 
-def render_response(events: list, model: str, req: ChatRequest | None = None) -> dict:
-    return Encoder(req, model).replay(events)
-
-
 class Encoder(base.Encoder):
     """Events → `(event_name, payload)` pairs (payload a dict or the final "[DONE]"), keeping
     what the non-streamed `chat.completion` is made of."""

@@ -76,14 +76,10 @@ def server_item(ev: ToolExecuted) -> dict:
             "action": {"type": "search", "query": arg("query")}}
 
 
-def render_response(events: list, model: str, req: ResponsesRequest) -> dict:
-    return Encoder(req, model).replay(events)
-
-
 class Encoder(base.Encoder):
     """Events → `(event_name, payload)` pairs, keeping `response` (the final JSON) up to date."""
 
-    def __init__(self, req: ResponsesRequest, model: str):
+    def __init__(self, req, model: str):  # req: openai_responses.ResponsesRequest (it imports us)
         super().__init__()
         self.seq = 0
         self.response = {"id": new_id("resp_"), "object": "response", "created_at": int(time.time()),
