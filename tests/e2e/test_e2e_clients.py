@@ -47,18 +47,18 @@ def binary(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    # greedy, so that the tool-call turn is the same every run; two slots: opencode sends its
-    # title request beside the turn; -n: the clients ask for 32-64k tokens, and a greedy 135M
-    # model fills them with loops
-    running = start_server_process(str(tmp_path_factory.mktemp("home")), "--temp", "0", "-np", "2",
-                                   "-n", "256")
+    # make run's defaults (sampled; the embedded model's -n 1024: greedy, the 135M model loops
+    # until the cap, and Claude Code takes a max_tokens stop for a failed turn), two slots:
+    # opencode sends its title request beside the turn
+    running = start_server_process(str(tmp_path_factory.mktemp("home")), "-np", "2")
     yield running
     assert stop_server_process(running) == 0
 
 
 def run(cmd: list[str], home, cwd=None, **env) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HOME=str(home), UNSLOTH_MIN_KEY=KEY, NO_COLOR="1", **env)
-    done = subprocess.run(cmd, cwd=cwd or home, env=env, stdin=subprocess.DEVNULL,
+    cwd = cwd or home  # PWD too: opencode finds its project (and opencode.json) by $PWD
+    env = dict(os.environ, HOME=str(home), PWD=str(cwd), UNSLOTH_MIN_KEY=KEY, NO_COLOR="1", **env)
+    done = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=TIMEOUT)
     print(f"$ {' '.join(cmd)}\n-> {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return done
@@ -119,6 +119,7 @@ def test_opencode_answers_a_turn(server, since, tmp_path):
     work.mkdir()
     home.mkdir()
     (work / "opencode.json").write_text(OPENCODE_CONFIG.format(base=server.base_url))
-    done = run([binary("opencode"), "run", "-m", "local/default", "Say hello"], home, cwd=work)
+    done = run([binary("opencode"), "run", "--print-logs", "-m", "local/default", "Say hello"], home,
+               cwd=work)
     assert done.returncode == 0 and done.stdout.strip()
     assert client_errors(server, since) == []
