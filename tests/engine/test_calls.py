@@ -131,7 +131,7 @@ READERS = {
     "xml-empty-name": (lambda: XmlReader("</tool_call>", {}), ">", (State.TEXT, None, "", None, ">")),
     "xml-cut-off": (lambda: XmlReader("</tool_call>", SCHEMAS), "write>\n<parameter=code>\nprint(1)</param",
                     (State.CALL, "write", '{"code": "print(1)"}', ("write", '{"code": "print(1)"}'),
-                     "print(1)</param")),
+                     "\nprint(1)</param")),
     "xml-lenient-end": (lambda: XmlReader("</tool_call>", SCHEMAS),
                         "get_weather>\njunk <parameter=days>\n1\n</parameter>\n</tool_call>",
                         (State.AFTER, "get_weather", '{"days": 1}', ("get_weather", '{"days": 1}'),
@@ -144,9 +144,7 @@ READERS = {
 def test_readers(name, size):
     make, text, expected = READERS[name]
     then, got_name, streamed, call, rest = read(make(), text, size)
-    assert (then, got_name, streamed, call) == expected[:4]
-    if then is not State.CALL:  # (a cut-off reader holds what it had not taken yet)
-        assert rest == expected[4]
+    assert (then, got_name, streamed, call, rest) == expected  # (cut off: what it had not taken)
 
 
 def test_xml_reader_gives_each_parameter_as_it_completes():
