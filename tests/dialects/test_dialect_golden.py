@@ -9,42 +9,38 @@ import json
 
 import pytest
 
+from support.scripted import ScriptedEngine
 from support.wire import CASES, FIXTURE, mask
 from unsloth_min.app import DIALECTS, OPENAI
-from unsloth_min.core import ApiError, Finish, Started, TextDelta, Usage
+from unsloth_min.core import ApiError
 from unsloth_min.pacing import sse_body
 
 with open(FIXTURE) as f:
-    RECORDED = json.load(f)[:len(CASES)]
-PROMPT = 7  # the scripted engine's prompt size
+    RECORDED = json.load(f)
+assert len(RECORDED) == len(CASES) + 3  # (then the store's three requests)
 
 
 def dialect(path: str):
     return next((d for d in DIALECTS if path.startswith(d.prefix)), OPENAI)
 
 
-def answer(script: list) -> list:
-    """What the scripted engine yields for `script`: Started, the items, a Finish unless given."""
-    events = [Started(PROMPT)] + [TextDelta(x) if isinstance(x, str) else x for x in script]
-    if not any(isinstance(ev, (Finish, Exception)) for ev in events):
-        n = sum(isinstance(ev, TextDelta) for ev in events)
-        events.append(Finish("stop", Usage(PROMPT, n, 0)))
-    return events
+async def encode(req, script: list, encoder) -> str:
+    """The scripted engine's answer to `req`: SSE framed by pacing.sse_body, or the replay."""
+    engine = ScriptedEngine()
+    engine.enqueue(script)
+    events = engine.generate(req)
+    if req.stream:
+        first = await events.__anext__()
+        return b"".join([c async for c in sse_body(first, events, encoder, 60.0)]).decode()
+    return json.dumps(encoder.replay([ev async for ev in events]), ensure_ascii=False,
+                      separators=(",", ":"))
 
 
-async def frames(events: list, encoder) -> bytes:
-    async def source():
-        for ev in events[1:]:
-            if isinstance(ev, Exception):
-                raise ev
-            yield ev
-    return b"".join([chunk async for chunk in sse_body(events[0], source(), encoder, 60.0)])
-
-
-@pytest.mark.parametrize("case, recorded", list(zip(CASES, RECORDED)),
+@pytest.mark.parametrize("case, recorded", list(zip(CASES, RECORDED[:len(CASES)])),
                          ids=[f"{i}:{c[0]}" for i, c in enumerate(CASES)])
 def test_reader_and_encoder_match_the_recorded_wire(case, recorded):
     path, body, script = case
+    assert (recorded["path"], recorded["request"]) == (path, body)
     d = dialect(path)
     try:
         req = d.parse_request(body)
@@ -56,9 +52,4 @@ def test_reader_and_encoder_match_the_recorded_wire(case, recorded):
         assert recorded["status"] == 404 and req.previous_response_id
         return
     assert mask(repr(req)) == recorded["engine_saw"]
-    events, encoder = answer(script or ["ok"]), d.encoder(req, "scripted")  # (the default answer)
-    if req.stream:
-        got = asyncio.run(frames(events, encoder)).decode()
-    else:
-        got = json.dumps(encoder.replay(events), ensure_ascii=False, separators=(",", ":"))
-    assert mask(got) == recorded["body"]
+    assert mask(asyncio.run(encode(req, script, d.encoder(req, "scripted")))) == recorded["body"]

@@ -160,6 +160,7 @@ def parse_tools(body: dict, draft: Draft) -> tuple[dict, frozenset]:
         kind = get_str(t, "type", path=path, required=True)
         if kind == "namespace":
             space = get_str(t, "name", path=path, required=True)
+            get_list(t, "tools", path=path, required=True)
             for inner, where in objects(t, "tools", path=path):
                 tool = parse_tool(inner, where, custom, prefix=space + NAMESPACE_SEP)
                 namespaces[tool.name] = (space, tool.name[len(space) + 1:])
