@@ -35,9 +35,10 @@ def test_a_truncated_or_foreign_file_is_refused(tmp_path):
     data = open(embedded_model_path(), "rb").read(4096)
     (tmp_path / "cut.gguf").write_bytes(data)
     (tmp_path / "not.gguf").write_bytes(b"GGML" + data[4:])
-    for name in ("cut.gguf", "not.gguf"):
-        with pytest.raises(ValueError):
-            read_tensors(str(tmp_path / name))
+    with pytest.raises(ValueError, match="truncated"):
+        read_tensors(str(tmp_path / "cut.gguf"))
+    with pytest.raises(ValueError, match="is not a GGUF file"):
+        read_tensors(str(tmp_path / "not.gguf"))
 
 
 def test_repack_takes_the_matmul_weights_it_supports():
@@ -61,16 +62,29 @@ def test_repack_takes_the_matmul_weights_it_supports():
     assert repack_patterns(tensors, {}) == ()  # not x86 (or no AVX2): nothing forced
 
 
-def test_the_modes_and_the_automatic_choice():
+@pytest.mark.parametrize("features, extra, offloading, mode, patterns", [
+    ({"AMX_INT8": "1", "AVX2": "1"}, ("AMX", "CPU_REPACK"), False, "repack", 7),
+    ({"AMX_INT8": "1", "AVX2": "1"}, ("AMX", "CPU_REPACK"), True, "off", 0),  # a GPU takes layers
+    ({"AMX_INT8": "1", "AVX2": "1"}, ("AMX",), False, "repack", 0),  # a build without CPU_REPACK
+    ({"AMX_INT8": "1", "AVX2": "1"}, ("CPU_REPACK",), False, "on", 0),  # AMX not built in
+    ({"AVX2": "1"}, ("CPU_REPACK",), False, "on", 0),  # no AMX: llama.cpp's own choice
+])
+def test_the_automatic_choice(monkeypatch, q4_0_model, features, extra, offloading, mode, patterns):
+    from unsloth_min.engine import bufts
+    monkeypatch.setattr(bufts, "cpu_backend", lambda: (features, {name: 1 for name in extra}))
+    got = choose("auto", q4_0_model, offloading)
+    assert (got.mode, len(got.patterns)) == (mode, patterns)
+    assert got.use_extra_bufts == (mode == "on")
+    if patterns:
+        assert got.buft == 1  # CPU_REPACK's buffer type, for every pattern
+
+
+def test_the_forced_modes_and_this_machine():
     path = embedded_model_path()
     assert choose("on", path, False).use_extra_bufts
     assert not choose("off", path, False).use_extra_bufts
-    features, bufts = cpu_backend()
+    features, bufts = cpu_backend()  # what ggml says here, as llama.cpp prints it
     assert features.get("AVX2") in ("0", "1", None) and all(bufts.values())
-    amx = features.get("AMX_INT8") == "1" and "AMX" in bufts
-    auto = choose("auto", path, False)
-    assert auto.mode == ("repack" if amx else "on")
-    assert choose("auto", path, True).mode == ("off" if amx else "on")  # a GPU takes the layers
 
 
 LOAD = """
@@ -98,11 +112,9 @@ def q4_0_model(tmp_path_factory):
 @pytest.mark.parametrize("mode", ["auto", "off", "repack"])
 def test_each_safe_mode_loads_warms_up_and_decodes(q4_0_model, mode):
     """The warm-up in Model() decodes a batch and a token; on an AMX machine `on` dies there."""
-    avx2 = cpu_backend()[0].get("AVX2") == "1"
     for path in (embedded_model_path(), q4_0_model):
+        want = choose(mode, path, False)  # (reads the header only)
         done = subprocess.run([sys.executable, "-c", LOAD, path, mode], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
-        _, n_patterns, _ = done.stdout.split()
-        if mode == "repack" and path == q4_0_model and avx2:
-            assert n_patterns == "7"  # attn_q/k/v/output, ffn_gate/up/down in every layer
+        assert done.stdout.split()[:2] == [want.mode, str(len(want.patterns))]
