@@ -10,8 +10,10 @@ UNSLOTH_MIN_CLIENTS names a folder with the clients installed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 
 import pytest
@@ -58,26 +60,28 @@ def server(tmp_path_factory):
 def run(cmd: list[str], home, cwd=None, **env) -> subprocess.CompletedProcess:
     cwd = cwd or home  # PWD too: opencode finds its project (and opencode.json) by $PWD
     env = dict(os.environ, HOME=str(home), PWD=str(cwd), UNSLOTH_MIN_KEY=KEY, NO_COLOR="1", **env)
-    done = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    # its own process group: a timeout ends the client's helpers (node workers, tools) too
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = subprocess.CompletedProcess(cmd, proc.wait(), out, err)
     print(f"$ {' '.join(cmd)}\n-> {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return done
 
 
 def client_errors(server, since: int) -> list[str]:
-    """Access-log lines past byte `since` with a 4xx/5xx status (the start's /health polls
-    answer 503 while the model loads: not a client's)."""
-    with open(server.log, errors="replace") as f:
-        f.seek(since)
-        log = f.read()
-    return [line for line in log.splitlines() if "unsloth_min.access" in line
-            and " GET /health " not in line and re.search(r" [45]\d\d ", line)]
+    """Access-log lines past byte `since` (the test's start) with a 4xx/5xx status."""
+    return [line for line in server.log_text(since).splitlines()
+            if "unsloth_min.access" in line and re.search(r" [45]\d\d ", line)]
 
 
 @pytest.fixture
 def since(server) -> int:
-    """Where the server log stood when the test began."""
-    return os.path.getsize(server.log)
+    return server.log_size()
 
 
 def claude(server, home, prompt: str, *flags: str) -> subprocess.CompletedProcess:
@@ -91,6 +95,9 @@ def claude(server, home, prompt: str, *flags: str) -> subprocess.CompletedProces
 
 def test_claude_code_answers_a_turn(server, since, tmp_path):
     done = claude(server, tmp_path, "Say hello")
+    prompts = [int(n) for n in re.findall(r"POST /v1/messages\S* 200 .* tokens=(\d+)\+",
+                                          server.log_text(since))]
+    assert prompts and min(prompts) > 16384, prompts  # past the model's 8k training context
     assert done.returncode == 0 and done.stdout.strip()
     assert client_errors(server, since) == []
 

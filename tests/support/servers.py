@@ -49,6 +49,15 @@ class Running:
         assert len(kids) == 1, f"the supervisor {self.proc.pid} has children {kids}"
         return kids[0]
 
+    def log_size(self) -> int:
+        return os.path.getsize(self.log)
+
+    def log_text(self, since: int = 0) -> str:
+        """The server's log from byte `since` on (a session-wide server's log holds every test's)."""
+        with open(self.log, errors="replace") as f:
+            f.seek(since)
+            return f.read()
+
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
