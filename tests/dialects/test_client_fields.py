@@ -30,7 +30,7 @@ def test_claude_code_system_turns_billing_block_effort_and_context_management(sc
         ("assistant", "ok"), ("user", "go")]
     assert req.enable_thinking is False  # adaptive thinking at low effort: off
     body["output_config"] = {"effort": "high"}
-    scripted_server.json("POST", "/v1/messages", body)
+    assert scripted_server.json("POST", "/v1/messages", body)[0] == 200
     assert scripted_server.engine.history[-1].enable_thinking is True
 
 

@@ -194,7 +194,7 @@ def test_fetch_limits(image_server, path, limits, why):
     started = time.monotonic()
     with pytest.raises(FetchError, match=why):
         media.fetch(image_server + path, limits)
-    assert time.monotonic() - started < 0.9  # the slow server is cut off, not waited for
+    assert time.monotonic() - started < 2.0  # the slow server is cut off, not waited for (it never ends)
 
 
 def test_fetch_image_errors_name_the_part(image_server):

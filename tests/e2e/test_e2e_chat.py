@@ -10,6 +10,7 @@ import pytest
 
 from support.servers import KEY, sse_events
 from support.rawhttp import read_until
+from unsloth_min.engine.model import MIN_DEFAULT_CTX
 
 pytestmark = pytest.mark.model
 CHAT = "/v1/chat/completions"
@@ -100,7 +101,8 @@ def test_follow_up_turn_reuses_the_prefix(client):
 
 def test_context_length_exceeded(client):
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="d", messages=[{"role": "user", "content": "hi " * 33000}])
+        client.chat.completions.create(model="d", messages=[
+            {"role": "user", "content": "hi " * (MIN_DEFAULT_CTX + 1000)}])
     assert e.value.body["code"] == "context_length_exceeded"
 
 

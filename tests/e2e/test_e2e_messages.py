@@ -9,6 +9,7 @@ import anthropic
 import pytest
 
 from support.servers import KEY
+from unsloth_min.engine.model import MIN_DEFAULT_CTX
 
 pytestmark = pytest.mark.model
 MESSAGES = "/v1/messages"
@@ -123,7 +124,8 @@ def test_stop_sequence_and_prefill(client):
 
 def test_prompt_too_long_in_anthropic_shape(client):
     with pytest.raises(anthropic.BadRequestError) as e:
-        client.messages.create(model="default", max_tokens=5, messages=user("hi " * 33000))
+        client.messages.create(model="default", max_tokens=5,
+                               messages=user("hi " * (MIN_DEFAULT_CTX + 1000)))
     assert e.value.body["type"] == "error"
     assert e.value.body["error"]["type"] == "invalid_request_error"
     assert e.value.body["error"]["message"].startswith("prompt is too long: ")

@@ -7,6 +7,7 @@ import pytest
 
 from support.servers import KEY
 from test_e2e_messages import stream_head
+from unsloth_min.engine.model import MIN_DEFAULT_CTX
 
 pytestmark = pytest.mark.model
 RESPONSES = "/v1/responses"
@@ -73,5 +74,5 @@ def test_previous_response_id_chain(client):
 
 def test_context_length_exceeded(client):
     with pytest.raises(openai.BadRequestError) as e:
-        client.responses.create(model="default", input="hi " * 33000)
+        client.responses.create(model="default", input="hi " * (MIN_DEFAULT_CTX + 1000))
     assert e.value.body["code"] == "context_length_exceeded"

@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from support.servers import healthy, launch_server_process, start_server_process, stop_server_process
+from support import SUPPORT
+from support.servers import (healthy, launch_server_process, start_server_process, stop_server_process,
+                             wait_for)
 
-FAULTY = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support",
-                       "faulty_main.py")]
+FAULTY = [os.path.join(SUPPORT, "faulty_main.py")]
 pytestmark = pytest.mark.model
 
 
@@ -50,14 +51,14 @@ def test_a_crash_while_serving_is_reported_in_one_line(tmp_path):
 
 def test_restart_serves_again_on_the_same_port(tmp_path):
     running = start_server_process(str(tmp_path), "--restart", "1", "--max-tokens", "4")
-    first = running.server_pid
-    os.kill(first, signal.SIGSEGV)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (running.proc.poll() is None and healthy(running)
-                                          and running.server_pid != first):
-        time.sleep(0.1)
-    status, _, body = running.request("POST", "/v1/chat/completions",
-                                      {"messages": [{"role": "user", "content": "Hi"}]})
-    assert status == 200 and running.server_pid != first, body
-    assert stop_server_process(running) == 0
-    assert "restarting it (0 restarts left)" in open(running.log, errors="replace").read()
+    try:
+        first = running.server_pid
+        os.kill(first, signal.SIGSEGV)
+        assert wait_for(lambda: running.proc.poll() is None and healthy(running)
+                        and running.server_pid != first, 60), running.log_text()
+        status, _, body = running.request("POST", "/v1/chat/completions",
+                                          {"messages": [{"role": "user", "content": "Hi"}]})
+        assert status == 200, body
+    finally:
+        assert stop_server_process(running) == 0
+    assert "restarting it (0 restarts left)" in running.log_text()

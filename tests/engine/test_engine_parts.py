@@ -264,50 +264,6 @@ def test_integer_ranges_match_exactly_their_numbers():
     assert integer_range({"type": "integer"}) is None and integer_range({"minimum": 3, "maximum": 2}) is None
 
 
-def test_output_the_parser_kept_whole_is_given_back_as_text():
-    """Output tokens counted are output delivered: an opened call list cut off before any call
-    (an input the parser keeps whole) comes back as text, and plain text is untouched."""
-    from types import SimpleNamespace
-
-    from unsloth_min.core import Finish, TextDelta, Usage
-    from unsloth_min.engine import parsed
-    from unsloth_min.engine.output import OutputParser
-
-    async def run(pieces):
-        queue = asyncio.Queue()
-        for piece in pieces:
-            queue.put_nowait(TextDelta(piece))
-        queue.put_nowait(Finish("length", Usage(5, len(pieces))))
-        return [ev async for ev in parsed(queue, OutputParser(MISTRAL), SimpleNamespace(stop=False))]
-
-    cut = asyncio.run(run(["[TOOL_CALLS]", "["]))
-    assert cut[:-1] == [TextDelta("[TOOL_CALLS][")] and cut[-1].reason == "length"
-    plain = asyncio.run(run(["Hello", " there"]))
-    assert "".join(ev.text for ev in plain[:-1]) == "Hello there"
-
-
-def test_one_max_queue_default():
-    """The scheduler owns the queue and its default; the engine's options and the flag take it."""
-    assert MAX_QUEUE == 128  # what --max-queue always defaulted to
-    assert inspect.signature(Scheduler).parameters["max_queue"].default == MAX_QUEUE
-    assert EngineOptions("m.gguf", "m", None, Sampling()).max_queue == MAX_QUEUE
-    assert Config().max_queue == parse_config([]).max_queue == MAX_QUEUE
-
-
-def test_both_engines_are_chat_engines():
-    """core.ChatEngine is what the app relies on; the real engine's instances are checked against
-    it in test_e2e_tools (loading a model), its class here: every member, methods of the same kind."""
-    assert isinstance(ScriptedEngine(), ChatEngine)
-    members = set(ChatEngine.__annotations__) | {n for n, v in vars(ChatEngine).items()
-                                                 if callable(v) and not n.startswith("_")}
-    assert members == {"model_id", "n_ctx", "accepts_images", "generate", "count_tokens", "close"}
-    for engine in (Engine, ScriptedEngine):
-        assert members <= set(dir(engine)) | set(engine.__annotations__), engine
-        assert inspect.isasyncgenfunction(engine.generate)
-        assert not inspect.iscoroutinefunction(engine.count_tokens)
-        assert not inspect.iscoroutinefunction(engine.close)
-
-
 @pytest.mark.model
 def test_n_predict_caps_what_a_request_asks_for():
     """-n N: a coding agent's max_tokens 64000 still ends after N tokens, with `length`."""

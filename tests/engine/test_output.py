@@ -288,6 +288,15 @@ def engine_events(kwargs: dict, tokens: list[str], reason: str = "stop"):
     return asyncio.run(go())
 
 
+def test_output_the_parser_kept_whole_is_given_back_as_text():
+    """Output tokens counted are output delivered: an opened call list cut off before any call
+    (an input the parser keeps whole) comes back as text; plain text is untouched."""
+    events, _ = engine_events({"tools": MISTRAL}, ["[TOOL_CALLS]", "["], "length")
+    assert events[:-1] == [TextDelta("[TOOL_CALLS][")] and events[-1].reason == "length"
+    events, _ = engine_events({"tools": MISTRAL}, ["Hello", " there"])
+    assert "".join(ev.text for ev in events[:-1]) == "Hello there"
+
+
 def test_engine_finish_reasons():
     call = ['<tool_call>{"name": "f", ', '"arguments": {"a": 1}}', "</tool_call>"]
     events, seq = engine_events({"tools": HERMES}, call)

@@ -154,7 +154,7 @@ def test_plain_answer_is_one_round_and_a_cut_off_call_is_reported_not_run():
     assert events[-1] == Finish("stop", Usage(7, 1)) and len(engine.history) == 1
     engine.enqueue([call(0, "python", '{"code": "pri'), Finish("length", Usage(7, 9))])
     events, tools = run(engine, request())
-    assert events[-1].reason == "length" and not tools.calls
+    assert events[-1] == Finish("length", Usage(7, 9)) and not tools.calls
     shown = [ev for ev in events if isinstance(ev, ToolExecuted)]
     assert [(ev.call.name, ev.call.arguments) for ev in shown] == [("python", '{"code": "pri')]
     assert shown[0].result.is_error and shown[0].result.content == agent.CUT_OFF

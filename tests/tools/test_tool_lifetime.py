@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
+from support import SUPPORT
 from support.servers import start_server_process, wait_for
 from support.procs import alive, processes_with
 
-MAIN = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support",
-                     "scripted_main.py")]
+MAIN = [os.path.join(SUPPORT, "scripted_main.py")]
 
 
 def chat_ignoring_errors(server, text: str) -> None:
