@@ -295,6 +295,8 @@ def test_output_the_parser_kept_whole_is_given_back_as_text():
     assert events[:-1] == [TextDelta("[TOOL_CALLS][")] and events[-1].reason == "length"
     events, _ = engine_events({"tools": MISTRAL}, ["Hello", " there"])
     assert "".join(ev.text for ev in events[:-1]) == "Hello there"
+    events, _ = engine_events({"tools": HERMES}, ["<think>", "</think>", "\n"])
+    assert events[:-1] == []  # an empty thinking block is markup, not an answer to give back
 
 
 def test_engine_finish_reasons():

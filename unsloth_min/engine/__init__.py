@@ -298,8 +298,9 @@ async def parsed(queue: asyncio.Queue, parser: OutputParser, seq: Sequence) -> A
             seq.stop = parser.repeating  # the calls began to repeat: the answer is complete
         elif isinstance(ev, Finish):
             rest = parser.close()
-            if not delivered and not rest and "".join(raw).strip():
-                rest = [TextDelta("".join(raw))]
+            text = "".join(raw)
+            if not delivered and not rest and any(m in text for m in parser.markers):
+                rest = [TextDelta(text)]  # (an empty <think></think> is no call: not given back)
             for out in rest:
                 yield out
             yield finished(ev, parser, thinking_tokens)
