@@ -34,7 +34,9 @@ log = logging.getLogger("unsloth_min")
 
 MAX_JSON_DEPTH = 100  # deeper bodies are a 400, before any recursive code (json.dumps, schema
 #   to grammar, Jinja) can hit Python's recursion limit on them and turn into a 500
-PUBLIC = {"/health", "/"}  # the only paths answered without a key (Claude Code probes HEAD /)
+# the only paths answered without a key: health, and the paths Claude Code probes before its first
+# request (HEAD / in 2.1.197, HEAD /api/hello in 2.1.332)
+PUBLIC = {"/health", "/", "/api/hello"}
 ID_PATHS = ("/v1/models/", "/v1/responses/")  # routes whose last segment is an {id}
 HEARTBEAT_S = 15.0  # a stream whose dialect has heartbeat() sends one after this much silence
 OPENAI, ANTHROPIC, RESPONSES = openai_chat.DIALECT, anthropic_messages.DIALECT, openai_responses.DIALECT
@@ -96,6 +98,7 @@ class App:
         self.routes = {  # (method, path) → (handler, the dialect spoken there)
             ("GET", "/health"): (self.health, OPENAI),
             ("GET", "/"): (self.health, OPENAI),
+            ("GET", "/api/hello"): (self.health, OPENAI),
             ("GET", "/v1/models"): (self.models, OPENAI),
             ("GET", "/v1/models/{id}"): (self.model_info, OPENAI),
             ("POST", "/v1/chat/completions"): (self.complete, OPENAI),

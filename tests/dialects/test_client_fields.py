@@ -105,5 +105,6 @@ def test_a_web_search_tool_with_live_access_runs_as_the_server_tool(scripted_ser
 
 def test_the_root_answers_a_probe_without_a_key(scripted_server):
     for method in ("HEAD", "GET"):
-        status, _, _ = scripted_server.request(method, "/", key=False)
-        assert status == 200
+        for path in ("/", "/api/hello"):  # Claude Code 2.1.197's probe, 2.1.332's
+            status, _, _ = scripted_server.request(method, path, key=False)
+            assert status == 200, (method, path)
