@@ -30,7 +30,7 @@ from .guard import Guard, check_bind
 from .http import HttpServer
 from .tools import ToolOptions, ToolRegistry
 from .media import MediaLimits
-from .supervisor import Supervisor, listen, say_ready
+from .supervisor import EXIT_MODEL_GONE, Supervisor, listen, say_ready
 
 log = logging.getLogger("unsloth_min")
 # the embedded 135M model loops rather than ends; coding agents ask for 32-64k tokens: without a
@@ -50,7 +50,7 @@ def engine_options(cfg: Config) -> EngineOptions:
         model_path=path, model_id=cfg.alias or stem,
         params=ModelParams(path=path, n_ctx=cfg.ctx_size, n_parallel=cfg.parallel,
                            n_gpu_layers=cfg.n_gpu_layers, n_threads=cfg.threads,
-                           extra_bufts=cfg.extra_bufts),
+                           extra_bufts=cfg.extra_bufts, rpc=cfg.rpc, tensor_split=cfg.tensor_split),
         defaults=Sampling(temperature=cfg.temp, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
                           max_tokens=cfg.max_tokens),
         reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue,
@@ -64,9 +64,9 @@ def tool_options(cfg: Config) -> ToolOptions:
 
 
 async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
-                make_engine=Engine, sock: socket.socket | None = None) -> None:
-    """Serve until SIGINT/SIGTERM, on `sock` if given. `make_engine(EngineOptions)` builds the
-    engine (tests script it)."""
+                make_engine=Engine, sock: socket.socket | None = None) -> int:
+    """Serve until SIGINT/SIGTERM, or until the engine is gone (EXIT_MODEL_GONE), on `sock` if
+    given. `make_engine(EngineOptions)` builds the engine (tests script it)."""
     opts = engine_options(cfg)
     tools = ToolRegistry(tool_options(cfg))
     app = App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls,
@@ -79,11 +79,19 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     serving = asyncio.create_task(server.serve_forever())
+    gone: list[str] = []
+
+    def engine_gone(message: str) -> None:  # any thread
+        gone.append(message)
+        loop.call_soon_threadsafe(stop.set)
     try:
         app.engine = await asyncio.to_thread(make_engine, opts)
+        app.engine.on_gone = engine_gone
         banner(cfg, server, app.engine, new_key)
         say_ready(cfg.ready_fd)
         await stop.wait()
+        if gone:
+            log.error("the model is gone (%s): stopping with exit status %d", gone[0], EXIT_MODEL_GONE)
     finally:
         log.info("shutting down")
         await server.shutdown(SHUTDOWN_GRACE)
@@ -91,6 +99,7 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
         await tools.close()  # every kernel; bash calls ended with their cancelled requests
         if app.engine is not None:
             await asyncio.to_thread(app.engine.close)
+    return EXIT_MODEL_GONE if gone else 0
 
 
 def banner(cfg: Config, server, engine: Engine, new_key: str | None) -> None:
@@ -117,11 +126,15 @@ def main(argv: list[str] | None = None, child: list[str] | None = None) -> int:
             return supervise(cfg, argv, store, child)
         faulthandler.enable()  # a fault inside llama.cpp: where, on stderr; the supervisor says why
         sock = socket.socket(fileno=cfg.listen_fd)
-        asyncio.run(serve(cfg, Authenticator(store, cfg.api_key), sock=sock))
+        code = asyncio.run(serve(cfg, Authenticator(store, cfg.api_key), sock=sock))
     except (OSError, RuntimeError) as e:  # a missing model file, a busy port, a failed load
         print(f"unsloth_min: {e}", file=sys.stderr)
         return 1
-    return 0
+    if code == EXIT_MODEL_GONE:  # threads wait inside llama.cpp for good: no interpreter teardown
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 def supervise(cfg: Config, argv: list[str], store: KeyStore, child: list[str] | None) -> int:

@@ -6,10 +6,12 @@ from it so that README, `--help` and the code cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 
 from .agent import DEFAULT_MAX_CALLS
 from .engine.bufts import MODES as BUFT_MODES
+from .engine.rpc import parse_endpoints
 from .engine.scheduler import MAX_QUEUE
 from .media import MAX_IMAGES
 from .tools.common import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
@@ -27,6 +29,8 @@ class Config:
     n_gpu_layers: int = -1
     threads: int = 0                # 0 → the cores this process may use
     extra_bufts: str = "auto"       # llama.cpp's extra weight buffer types (engine/bufts.py)
+    rpc: tuple[str, ...] = ()       # ggml-rpc-server endpoints the layers are split across
+    tensor_split: tuple[float, ...] = ()  # per device: RPC servers first, then local GPUs
     reasoning: str = "on"
     temp: float | None = None
     top_p: float | None = None
@@ -63,6 +67,23 @@ def _positive(kind):
     return check
 
 
+def _endpoints(text: str) -> tuple[str, ...]:
+    try:
+        return parse_endpoints(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _split(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers like 3,1") from None
+    if not all(math.isfinite(v) and v >= 0 for v in values) or not sum(values) > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: proportions are >= 0, and not all 0")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Config()
     p = argparse.ArgumentParser(
@@ -90,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
       help="llama.cpp's extra CPU weight buffers: on (AMX and CPU_REPACK, llama.cpp's default), "
            "off, repack (CPU_REPACK only), auto (default: on, but repack where the CPU has AMX, "
            "whose kernels crash llama.cpp)")
+    a("--rpc", type=_endpoints, default=d.rpc, metavar="HOST:PORT[,HOST:PORT...]",
+      help="split the model across these ggml-rpc-servers (llama.cpp's RPC backend; needs "
+           "`make install-rpc`); -ngl layers go to them and to local GPUs, the rest stay on this "
+           "CPU. No authentication: private networks only")
+    a("-ts", "--tensor-split", type=_split, default=d.tensor_split, metavar="N0,N1,...",
+      help="proportion of the offloaded layers per device, RPC servers first in --rpc order, then "
+           "local GPUs (default: by free memory)")
     a("--reasoning", choices=("on", "off"), default=d.reasoning,
       help="default for thinking when a request does not say (default %(default)s)")
     a("--temp", type=_positive(float), default=d.temp, help="default temperature (llama.cpp: 0.8)")

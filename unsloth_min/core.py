@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol, Union, runtime_checkable
+from typing import AsyncIterator, Callable, Protocol, Union, runtime_checkable
 
 
 class ApiError(Exception):
@@ -213,6 +213,8 @@ class ChatEngine(Protocol):
     model_id: str
     n_ctx: int
     accepts_images: bool  # True: URL images are fetched before generate() (a vision projector)
+    # set by the server: called once, from any thread, when the engine can generate no more
+    on_gone: Callable[[str], None] | None
 
     def generate(self, req: ChatRequest) -> AsyncIterator[Event]:
         """`Started`, then the answer's events, then `Finish`; closing the iterator cancels."""

@@ -8,11 +8,13 @@ parent logs one line (the signal, loading or serving, the flag to try) and exits
 signal number — or, with `--restart N`, serves on with a new child, up to N times. The socket
 stays bound meanwhile: new connections wait in its backlog and then get 503 "loading" from the new
 child until it is warm, never "connection refused". SIGINT and SIGTERM are passed to the child;
-the parent exits with its status.
+the parent exits with its status. A child whose llama.cpp stopped under it while serving (a lost
+`--rpc` server: ggml's abort, caught) answers its requests with errors and exits with
+EXIT_MODEL_GONE, which `--restart` treats as a crash.
 
-Does not: restart a child that ended by itself (a clean stop, a failed start that printed its
-reason) or that crashed before it was ready (it would crash again); keep in-flight requests of a
-crashed child (their connections break).
+Does not: restart a child that ended by itself otherwise (a clean stop, a failed start that
+printed its reason) or that crashed before it was ready (it would crash again); keep in-flight
+requests of a crashed child (their connections break).
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ import time
 log = logging.getLogger("unsloth_min")
 LISTEN_BACKLOG = 128
 RESTART_PAUSE_S = 1.0  # between a crash and the next child (a fault loop must not spin)
+# the child's status when llama.cpp stopped under it while serving (e.g. an --rpc server was lost):
+# its requests were answered with errors; --restart starts a new one, as after a crash
+EXIT_MODEL_GONE = 3
 CRASH_HINT = ("a fault inside llama.cpp: try --extra-bufts off (the CPU's weight buffers), "
               "-ngl 0 (no GPU), or a smaller -c")
 
@@ -62,16 +67,18 @@ class Supervisor:
             signal.signal(sig, self._forward)
         while True:
             ready, code = self._run_child()
-            if code >= 0 or self.stopping:
+            if self.stopping or (code >= 0 and code != EXIT_MODEL_GONE):
                 return code if code >= 0 else 128 - code
-            name = signal.Signals(-code).name
+            gone = code == EXIT_MODEL_GONE
+            what = "lost its model" if gone else f"died of {signal.Signals(-code).name}"
             phase = "serving" if ready else "loading the model"
             if not ready or self.restarts_left <= 0:
-                log.error("the server process died of %s while %s (%s)", name, phase, CRASH_HINT)
-                return 128 - code
+                if not gone:
+                    log.error("the server process %s while %s (%s)", what, phase, CRASH_HINT)
+                return code if gone else 128 - code
             self.restarts_left -= 1
-            log.error("the server process died of %s while serving (%s); restarting it "
-                      "(%d restarts left)", name, CRASH_HINT, self.restarts_left)
+            log.error("the server process %s while serving (%s); restarting it (%d restarts left)",
+                      what, "its log says why" if gone else CRASH_HINT, self.restarts_left)
             time.sleep(RESTART_PAUSE_S)
 
     def _run_child(self) -> tuple[bool, int]:

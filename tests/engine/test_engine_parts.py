@@ -230,7 +230,6 @@ def test_with_layers_on_a_gpu_the_default_context_fits_its_memory(monkeypatch, c
     probe = M.Model(M.ModelParams(path, n_ctx=512))
     per_token = probe.kv_bytes_per_token()
     probe.close()
-    monkeypatch.setattr(M.C, "llama_supports_gpu_offload", lambda: True)
     monkeypatch.setattr(M.bufts, "gpu_free_memory", lambda: per_token * 4 * 2000)  # 1000 a slot
     gpu = M.Model(M.ModelParams(path))
     assert gpu.offloading and gpu.n_ctx == 768 and "of free GPU memory" in caplog.text

@@ -16,6 +16,7 @@ class ScriptedEngine:
     model_id = "scripted"
     n_ctx = 4096
     accepts_images = False  # True: the app fetches URL images before generate(), as for --mmproj
+    on_gone = None
 
     def __init__(self):
         self.script: collections.deque = collections.deque()

@@ -191,9 +191,10 @@ def healthy(running: Running) -> bool:
         return False
 
 
-def start_server_process(tmp_home: str, *args: str, main: list[str] | None = None) -> Running:
+def start_server_process(tmp_home: str, *args: str, main: list[str] | None = None,
+                         env: dict | None = None) -> Running:
     """`launch_server_process`, once healthy."""
-    running = launch_server_process(tmp_home, *args, main=main)
+    running = launch_server_process(tmp_home, *args, main=main, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
         if running.proc.poll() is not None:

@@ -26,10 +26,12 @@ import functools
 import importlib.util
 import logging
 import os
+import threading
 from dataclasses import dataclass, replace
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started, TextDelta
+from . import ggml
 from .formats import (HERMES, detect_think_format, detect_tool_format, fold_system, prepare_messages,
                       starts_thinking)
 from .grammar import build_grammar
@@ -163,6 +165,9 @@ class Engine:
         self.special = self._marker_tokens()
         self.scheduler = Scheduler(self.model, opts.max_queue)
         self._mailboxes: dict[asyncio.AbstractEventLoop, Mailbox] = {}
+        self.gone: str | None = None  # why llama.cpp can run no more (it aborted)
+        self.on_gone: Callable[[str], None] | None = None  # told once, from the failing thread
+        ggml.on_abort(self._aborted)
 
     @property
     def accepts_images(self) -> bool:
@@ -178,7 +183,24 @@ class Engine:
                 out.add(ids[0])
         return frozenset(out)
 
+    def _aborted(self, message: str) -> None:
+        """ggml's abort while serving, on the thread that failed (a lost RPC server: that
+        connection's thread; the worker then waits inside llama_decode for good). Every request
+        gets a 500 now, `on_gone` tells the server to stop, and the thread parks rather than
+        return into abort() — unless it runs the event loop, which must not block."""
+        log.error("llama.cpp stopped: %s", message)
+        if self.gone is None:
+            self.gone = message
+            self.scheduler.fail_all(ApiError(500, "server_error", f"generation failed: llama.cpp "
+                                             f"stopped ({message}); the server is stopping"))
+            if self.on_gone is not None:
+                self.on_gone(message)
+        if threading.current_thread() is not threading.main_thread():
+            threading.Event().wait()
+
     def close(self) -> None:
+        if self.gone is not None:  # a thread is inside llama.cpp for good: freeing would crash
+            return
         self.scheduler.close()
         for box in self._mailboxes.values():
             box.close()
@@ -252,6 +274,9 @@ class Engine:
         return box
 
     async def generate(self, req: ChatRequest) -> AsyncIterator[Event]:
+        if self.gone is not None:
+            raise ApiError(503, "overloaded_error", f"the model is gone: llama.cpp stopped "
+                           f"({self.gone}); the server is stopping")
         if self.vision and images_of(req):  # decoding and resizing images takes a while
             prompt, media, parser, grammar = await asyncio.to_thread(self.plan, req)
         else:

@@ -26,15 +26,12 @@ import logging
 import re
 from dataclasses import dataclass
 
-import llama_cpp as C
-
+from . import ggml
 from .gguf import TensorInfo, read_tensors
 
 log = logging.getLogger("unsloth_min.engine")
 
 MODES = ("auto", "on", "off", "repack")
-CPU_DEVICE = 0  # GGML_BACKEND_DEVICE_TYPE_CPU
-GPU_DEVICES = (1, 2)  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU
 # ggml_type → the CPU feature CPU_REPACK needs for it on x86 (ggml/src/ggml-cpu/repack.cpp)
 REPACK_X86 = {2: "AVX2", 12: "AVX2", 20: "AVX2", 39: "AVX2", 10: "AVX512"}  # Q4_0 Q4_K IQ4_NL MXFP4 Q2_K
 REPACK_ROWS = 8
@@ -63,33 +60,11 @@ class Placement:
             mp.tensor_buft_overrides = ctypes.cast(self._array, ctypes.c_void_p)
 
 
-def _ggml():
-    lib = C.llama_cpp._lib  # ggml's symbols resolve through libllama's dependencies
-    vp = ctypes.c_void_p
-    for name, args, res in (("ggml_backend_dev_by_type", [ctypes.c_int], vp),
-                            ("ggml_backend_dev_count", [], ctypes.c_size_t),
-                            ("ggml_backend_dev_get", [ctypes.c_size_t], vp),
-                            ("ggml_backend_dev_type", [vp], ctypes.c_int),
-                            ("ggml_backend_dev_memory", [vp, ctypes.POINTER(ctypes.c_size_t),
-                                                         ctypes.POINTER(ctypes.c_size_t)], None),
-                            ("ggml_backend_dev_backend_reg", [vp], vp),
-                            ("ggml_backend_reg_get_proc_address", [vp, ctypes.c_char_p], vp),
-                            ("ggml_backend_buft_name", [vp], ctypes.c_char_p)):
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, res
-    return lib
-
-
 def gpu_free_memory() -> int | None:
-    """Free memory summed over the GPUs ggml sees (None: no GPU device in this build): where the
-    KV cache of offloaded layers lives, so what the default context must fit in."""
-    lib, free, total, found = _ggml(), ctypes.c_size_t(), ctypes.c_size_t(), None
-    for i in range(lib.ggml_backend_dev_count()):
-        dev = lib.ggml_backend_dev_get(i)
-        if lib.ggml_backend_dev_type(dev) in GPU_DEVICES:
-            lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-            found = (found or 0) + free.value
-    return found
+    """Free memory summed over the GPUs ggml sees, RPC servers' included (None: no such device):
+    where the KV cache of offloaded layers lives, so what the default context must fit in."""
+    free = [d.free for d in ggml.devices() if d.kind in ggml.GPU_DEVICES]
+    return sum(free) if free else None
 
 
 class _Feature(ctypes.Structure):  # ggml_backend_feature
@@ -99,22 +74,24 @@ class _Feature(ctypes.Structure):  # ggml_backend_feature
 def cpu_backend() -> tuple[dict[str, str], dict[str, int]]:
     """(the CPU backend's features, as llama.cpp prints them: AVX2, AMX_INT8…; its extra buffer
     types by name). Both empty where this build does not expose them."""
-    lib = _ggml()
-    dev = lib.ggml_backend_dev_by_type(CPU_DEVICE)
+    lib = ggml.lib()
+    dev = lib.ggml_backend_dev_by_type(ggml.CPU_DEVICE)
     reg = lib.ggml_backend_dev_backend_reg(dev) if dev else None
     if not reg:
         return {}, {}
     features, bufts = {}, {}
-    addr = lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
-    if addr:
-        items = ctypes.CFUNCTYPE(ctypes.POINTER(_Feature), ctypes.c_void_p)(addr)(reg)
+    get = ggml.proc(reg, "ggml_backend_get_features",
+                    ctypes.CFUNCTYPE(ctypes.POINTER(_Feature), ctypes.c_void_p))
+    if get:
+        items = get(reg)
         i = 0
         while items[i].name:
             features[items[i].name.decode()] = (items[i].value or b"").decode()
             i += 1
-    addr = lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
-    if addr:
-        items = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(addr)(dev)
+    get = ggml.proc(reg, "ggml_backend_dev_get_extra_bufts",
+                    ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p))
+    if get:
+        items = get(dev)
         i = 0
         while items and items[i]:
             bufts[lib.ggml_backend_buft_name(items[i]).decode()] = items[i]

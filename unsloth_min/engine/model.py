@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import llama_cpp as C
 
-from . import bufts
+from . import bufts, ggml, rpc
 
 log = logging.getLogger("unsloth_min.engine")
 
@@ -29,6 +29,8 @@ class ModelParams:
     n_threads: int = 0        # 0 → the cores this process may use
     n_batch: int = 512        # tokens per llama_decode (prompt chunks + one token per running seq)
     extra_bufts: str = "auto"  # bufts.MODES: llama.cpp's extra weight buffer types (AMX, CPU_REPACK)
+    rpc: tuple[str, ...] = ()  # ggml-rpc-server endpoints (HOST:PORT) the layers are split across
+    tensor_split: tuple[float, ...] = ()  # proportions per device (RPC servers first, then GPUs)
 
 
 def usable_cores() -> int:
@@ -58,6 +60,16 @@ def available_memory() -> int | None:
     return None
 
 
+def split_array(split: tuple[float, ...]):
+    """`--tensor-split` as llama_model_params wants it: a float per device, llama_max_devices() long."""
+    if not split:
+        return None
+    n = C.llama_max_devices()
+    if len(split) > n:
+        raise RuntimeError(f"--tensor-split has {len(split)} values; this build takes at most {n}")
+    return (ctypes.c_float * n)(*split)
+
+
 _backend_ready = False
 llama_log = logging.getLogger("unsloth_min.llama")
 # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the last line).
@@ -81,7 +93,16 @@ def _init_backend() -> None:
     if not _backend_ready:
         C.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))  # llama.cpp speaks through logging
         C.llama_backend_init()
+        ggml.on_abort(_abort_while_loading)  # the engine takes over once it serves
         _backend_ready = True
+
+
+def _abort_while_loading(message: str) -> None:
+    """ggml gave up before the server serves (an RPC handshake refused, a failed assertion): say
+    why in one line and end the process with a failed start, instead of abort()'s core dump."""
+    log.error("llama.cpp stopped while loading the model: %s", message)
+    logging.shutdown()
+    os._exit(1)
 
 
 class Model:
@@ -90,14 +111,24 @@ class Model:
     def __init__(self, params: ModelParams):
         _init_backend()
         self.params = params
+        if params.rpc:
+            rpc.add_servers(params.rpc)
         mp = C.llama_model_default_params()
         mp.n_gpu_layers = 999 if params.n_gpu_layers < 0 else params.n_gpu_layers
-        self.offloading = bool(C.llama_supports_gpu_offload()) and params.n_gpu_layers != 0
+        # a device to offload to: a GPU, or an RPC server (llama_supports_gpu_offload() is true
+        # for any build with the RPC backend, servers or not)
+        self.offloading = params.n_gpu_layers != 0 and bufts.gpu_free_memory() is not None
         self.placement = bufts.choose(params.extra_bufts, params.path, self.offloading)
         self.placement.apply(mp)
+        self._split = split_array(params.tensor_split)
+        if self._split is not None:
+            mp.tensor_split = self._split
         self.model = C.llama_model_load_from_file(params.path.encode(), mp)
         if not self.model:
             raise RuntimeError(f"could not load model {params.path}")
+        if params.rpc:
+            log.info("devices: %s", ", ".join(f"{d.name} ({d.free >> 20} MiB free)"
+                                              for d in ggml.devices() if d.kind != ggml.CPU_DEVICE))
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
         self.n_ctx = params.n_ctx or max(self.n_ctx_train, MIN_DEFAULT_CTX)

@@ -133,6 +133,16 @@ class Scheduler:
                 self._waiting.remove(seq)
             self._cv.notify()
 
+    def fail_all(self, err: ApiError) -> None:
+        """Every sequence, running or queued, ends with `err` now, from any thread: for when
+        llama.cpp can run no more (the worker is stuck inside it). Touches nothing of llama.cpp."""
+        with self._cv:
+            seqs = self._active() + list(self._waiting)
+            self._waiting.clear()
+        for seq in seqs:
+            seq.cancelled = True
+            seq.emit(err)
+
     def close(self) -> None:
         with self._cv:
             self._stop = True
