@@ -12,7 +12,8 @@ a tool format gets our Hermes section instead. `tool_choice` none hides the tool
 named function, auto (lazily) and `response_schema` get a grammar (grammar.py).
 With `--mmproj` a prompt with images is tokenized by the projector (vision.py), off the event loop,
 into token ids plus image chunks the worker evaluates; without one, images are dropped with a
-warning, once per request.
+warning, once per request. When ggml aborts while serving (a lost `--rpc` server, a failed
+assertion) every request ends with a 500 and `on_gone` tells the server to stop (`_aborted`).
 
 Does not: know HTTP or any dialect's wire format. `ScriptedEngine` (tests) has the same interface,
 `core.ChatEngine`.

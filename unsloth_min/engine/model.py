@@ -127,7 +127,7 @@ class Model:
         if not self.model:
             raise RuntimeError(f"could not load model {params.path}")
         if params.rpc:
-            log.info("devices: %s", ", ".join(f"{d.name} ({d.free >> 20} MiB free)"
+            log.info("devices: %s", ", ".join(f"{d.name} {d.description} ({d.free >> 20} MiB free)"
                                               for d in ggml.devices() if d.kind != ggml.CPU_DEVICE))
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
