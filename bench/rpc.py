@@ -40,11 +40,13 @@ ids = (m.tokenize("The quick brown fox jumps over the lazy dog. " * 80) * 2)[:%d
 arr = (C.llama_token * len(ids))(*ids)
 t = time.perf_counter()
 assert C.llama_decode(m.ctx, C.llama_batch_get_one(arr, len(ids))) == 0
+C.llama_synchronize(m.ctx)  # (llama_decode may return before a backend has finished)
 prompt = len(ids) / (time.perf_counter() - t)
 one = (C.llama_token * 1)(ids[0])
 sent, t = lo_bytes(), time.perf_counter()
 for _ in range(%d):
     assert C.llama_decode(m.ctx, C.llama_batch_get_one(one, 1)) == 0
+    C.llama_synchronize(m.ctx)
 print(prompt, %d / (time.perf_counter() - t), (lo_bytes() - sent) / %d)
 """ % (PROMPT, STEPS, STEPS, STEPS)
 

@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -117,6 +118,22 @@ def test_the_split_model_answers_as_the_local_one(local, split, dialect):
         answers.append(streamed(dialect, data))
     assert len(answers[0][0]) > 100 and answers[0][1] == 64, answers  # (it rambles on, greedy)
     assert answers[1] == answers[0]
+
+
+@needs_rpc
+def test_tensor_split_steers_the_layers(tmp_path, local):
+    with rpc_servers(2) as (endpoints, _):
+        running = start_server_process(str(tmp_path), *FLAGS, "--rpc", ",".join(endpoints),
+                                       "-ts", "1,3", "--log-level", "debug")
+        try:
+            status, _, data = running.request("POST", *ask("chat", STORY, 16), timeout=120)
+        finally:
+            assert stop_server_process(running) == 0
+    kv = [float(re.search(rf"\[{e}\] KV buffer size = +([\d.]+) MiB", running.log_text())[1])
+          for e in endpoints]
+    assert 2.5 < kv[1] / kv[0] < 3.5, kv  # a quarter of the layers, then three
+    assert status == 200 and streamed("chat", data) == \
+        streamed("chat", local.request("POST", *ask("chat", STORY, 16), timeout=120)[2])
 
 
 @needs_rpc
