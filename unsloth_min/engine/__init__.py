@@ -202,6 +202,7 @@ class Engine:
     def close(self) -> None:
         if self.gone is not None:  # a thread is inside llama.cpp for good: freeing would crash
             return
+        ggml.on_abort(None)
         self.scheduler.close()
         for box in self._mailboxes.values():
             box.close()

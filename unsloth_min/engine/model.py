@@ -93,7 +93,6 @@ def _init_backend() -> None:
     if not _backend_ready:
         C.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))  # llama.cpp speaks through logging
         C.llama_backend_init()
-        ggml.on_abort(_abort_while_loading)  # the engine takes over once it serves
         _backend_ready = True
 
 
@@ -110,6 +109,7 @@ class Model:
 
     def __init__(self, params: ModelParams):
         _init_backend()
+        ggml.on_abort(_abort_while_loading)  # the engine takes over once it serves
         self.params = params
         if params.rpc:
             rpc.add_servers(params.rpc)
