@@ -154,8 +154,10 @@ class Scheduler:
                     self._cv.wait()
                 if self._stop:
                     break
+                # freed first: a client's retry of the request it just gave up on (Claude Code
+                # after its stream watchdog) finds that slot, and the prefill it left, free
+                self._drop_cancelled()
                 self._admit()
-            self._drop_cancelled()
             if self._active():
                 try:
                     self._step()
