@@ -50,7 +50,7 @@ def engine_options(cfg: Config) -> EngineOptions:
         model_path=path, model_id=cfg.alias or stem,
         params=ModelParams(path=path, n_ctx=cfg.ctx_size, n_parallel=cfg.parallel,
                            n_gpu_layers=cfg.n_gpu_layers, n_threads=cfg.threads,
-                           extra_bufts=cfg.extra_bufts),
+                           extra_bufts=cfg.extra_bufts, flash_attn=cfg.flash_attn),
         defaults=Sampling(temperature=cfg.temp, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
                           max_tokens=cfg.max_tokens),
         reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue,

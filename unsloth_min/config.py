@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .agent import DEFAULT_MAX_CALLS
 from .engine.bufts import MODES as BUFT_MODES
+from .engine.model import FLASH_ATTN_MODES
 from .engine.scheduler import MAX_QUEUE
 from .media import MAX_IMAGES
 from .tools.common import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
@@ -27,6 +28,7 @@ class Config:
     n_gpu_layers: int = -1
     threads: int = 0                # 0 → the cores this process may use
     extra_bufts: str = "auto"       # llama.cpp's extra weight buffer types (engine/bufts.py)
+    flash_attn: str = "auto"        # off on the CPU alone, llama.cpp's choice with a GPU (engine/model.py)
     reasoning: str = "on"
     temp: float | None = None
     top_p: float | None = None
@@ -90,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="llama.cpp's extra CPU weight buffers: on (AMX and CPU_REPACK, llama.cpp's default), "
            "off, repack (CPU_REPACK only), auto (default: on, but repack where the CPU has AMX, "
            "whose kernels crash llama.cpp)")
+    a("-fa", "--flash-attn", choices=FLASH_ATTN_MODES, default=d.flash_attn,
+      help="llama.cpp's flash attention: on, off, auto (default: off when no layer is on a GPU, "
+           "where llama.cpp's CPU kernel is slower past a few thousand tokens; else llama.cpp's choice)")
     a("--reasoning", choices=("on", "off"), default=d.reasoning,
       help="default for thinking when a request does not say (default %(default)s)")
     a("--temp", type=_positive(float), default=d.temp, help="default temperature (llama.cpp: 0.8)")
