@@ -3,9 +3,11 @@ the generation closed whatever ends the response.
 
 Strategy: `sse_body` frames each wire event an `Encoder` makes of the core events; a failure
 after the first byte becomes the dialect's error event (a status can no longer change). When the
-encoder has `heartbeat()` (Anthropic's ping), `paced` yields None after each `interval` of
+encoder has `heartbeat(quiet_s)` (Anthropic's ping), `paced` yields None after each `interval` of
 silence — the pending step of the events runs as a task a timeout leaves running, since
-`wait_for` on the generator itself would cancel it, and with it the generation. `ClosingBody`
+`wait_for` on the generator itself would cancel it, and with it the generation — and the encoder
+is told how long the stream has sent nothing but heartbeats (what a client's event watchdog
+sees). `ClosingBody`
 closes the events even when the body never started (closing a never-started async generator
 skips its `finally`).
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import AsyncIterator
 
 from .core import ApiError, Finish
@@ -29,13 +32,16 @@ async def sse_body(first, events: AsyncIterator, encoder, heartbeat_s: float,
     runs when the Finish is encoded, before it is sent."""
     beat = getattr(encoder, "heartbeat", None)
     ticks = paced(events, heartbeat_s if beat else None)
+    said = time.monotonic()  # when an event's frames last went out (heartbeats are not events)
     try:
         for name, data in encoder.event(first):
             yield sse_event(data, name)
         async for ev in ticks:
-            frames = beat() if ev is None else encoder.event(ev)
+            frames = beat(time.monotonic() - said) if ev is None else encoder.event(ev)
             if isinstance(ev, Finish) and on_finish:
                 on_finish(ev)
+            if frames and ev is not None:
+                said = time.monotonic()
             for name, data in frames:
                 yield sse_event(data, name)
     except ApiError as e:

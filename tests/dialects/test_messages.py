@@ -13,6 +13,7 @@ from support.servers import KEY, sse_events
 from support.images import PIXEL
 from unsloth_min.core import (ApiError, Finish, Image, Reasoning, ReasoningDelta, Text, ToolCall,
                               ToolCallDelta, ToolExecuted, ToolResult, Usage)
+from unsloth_min.dialects import anthropic_messages
 
 MESSAGES = "/v1/messages"
 HELLO = {"model": "claude-x", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
@@ -54,7 +55,6 @@ def test_stream_golden(scripted_server):
         ("message_start", {"type": "message_start", "message": {
             "id": msg_id, "type": "message", "role": "assistant", "content": [], "model": "scripted",
             "stop_reason": None, "stop_sequence": None, "usage": USAGE_7}}),
-        ("ping", {"type": "ping"}),
         block(0, "start", content_block={"type": "thinking", "thinking": "", "signature": ""}),
         delta(0, type="thinking_delta", thinking="hm"),
         delta(0, type="signature_delta", signature=""),
@@ -79,7 +79,7 @@ def test_tool_use_blocks(scripted_server):
                                 "input": {"city": "Paris"}}]
     scripted_server.engine.enqueue(TOOL_SCRIPT)
     events = stream_events(scripted_server, HELLO)
-    assert events[2][1]["content_block"] == {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+    assert events[1][1]["content_block"] == {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
                                              "input": {}}
     assert [e[1]["delta"] for e in events if e[0] == "content_block_delta"] == [
         {"type": "input_json_delta", "partial_json": '{"city":'},
@@ -100,10 +100,10 @@ def test_server_tool_blocks(scripted_server):
     scripted_server.engine.enqueue([run, "It is 2."])
     events = stream_events(scripted_server, HELLO)
     names = [n for n, _ in events]
-    assert names[2:8] == ["content_block_start", "content_block_delta", "content_block_stop",
+    assert names[1:7] == ["content_block_start", "content_block_delta", "content_block_stop",
                           "tool_result", "content_block_start", "content_block_delta"]
-    assert events[5][1] == dict(result, tool_use_id=events[2][1]["content_block"]["id"])
-    assert events[6][1]["index"] == 1
+    assert events[4][1] == dict(result, tool_use_id=events[1][1]["content_block"]["id"])
+    assert events[5][1]["index"] == 1
 
 
 def test_request_reaches_the_engine(scripted_server):
@@ -235,16 +235,30 @@ def test_count_tokens(scripted_server):
 
 
 def test_pings_during_silence_keep_the_generation(scripted_server):
+    """Pings while the prompt is evaluated; message_start comes with the first output."""
     scripted_server.app.heartbeat_s = 0.05
     scripted_server.engine.enqueue(["a", "b"], delay=0.3)
     events = stream_events(scripted_server, HELLO)
     names = [n for n, _ in events]
-    assert names[:2] == ["message_start", "ping"] and names.count("ping") >= 3
     first_text = names.index("content_block_start")
-    assert "ping" in names[2:first_text]
+    assert names[first_text - 1] == "message_start" and set(names[:first_text - 1]) == {"ping"}
+    assert names.count("ping") >= 3
     text = "".join(p["delta"]["text"] for n, p in events if n == "content_block_delta")
     assert text == "ab" and names[-1] == "message_stop"
     assert (scripted_server.engine.finished, scripted_server.engine.cancelled) == (1, 0)
+
+
+def test_a_long_silence_gets_message_start_before_the_output(scripted_server, monkeypatch):
+    """A prompt evaluated for longer than START_HOLD_S: message_start goes out then, so that a
+    client counting only message events (Claude Code) gets a second window for the first output."""
+    monkeypatch.setattr(anthropic_messages, "START_HOLD_S", 0.3)
+    scripted_server.app.heartbeat_s = 0.05
+    scripted_server.engine.enqueue(["a", "b"], delay=0.8)
+    names = [n for n, _ in stream_events(scripted_server, HELLO)]
+    start, first_text = names.index("message_start"), names.index("content_block_start")
+    assert set(names[:start]) == {"ping"} and 3 <= start < first_text
+    assert "ping" in names[start:first_text]  # (the output came later still)
+    assert names.count("message_start") == 1 and names[-1] == "message_stop"
 
 
 def test_disconnect_while_pinging_cancels(scripted_server):

@@ -8,6 +8,12 @@ snapshot after all events (`replay`) — so a streamed and a non-streamed answer
 Usage follows Anthropic: `input_tokens` excludes the prompt tokens read from the KV cache
 (`cache_read_input_tokens`); their sum is the whole prompt, what count_tokens returns.
 
+`message_start` goes out with the first output, not at once: pings keep the bytes flowing while a
+long prompt is evaluated, and a client whose watchdog counts only message events (Claude Code
+gives up after 5 minutes without one; it drops pings) is then sent `message_start` after
+`START_HOLD_S` of silence, which gives it a second 5 minutes for the first output. The events
+stay in the documented order (message_start first, pings anywhere).
+
 Does not: frame SSE bytes or send pings on a timer (the app does, via `heartbeat()`), generate,
 check `thinking.budget_tokens`, or keep images inside tool results (only their text reaches the model).
 """
@@ -38,6 +44,7 @@ BILLING = "x-anthropic-billing-header:"  # Claude Code's per-request system bloc
 THINKING_TYPES = ("enabled", "adaptive", "between_tools", "disabled")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 ERROR_KINDS = {"server_error": "api_error", "not_found_error": "not_found_error"}
+START_HOLD_S = 240.0  # silence before a held message_start goes out (Claude Code: 300 s)
 
 
 # ---- parse ---------------------------------------------------------------------------------------
@@ -273,12 +280,23 @@ class Encoder(base.Encoder):
         self.blocks: dict[int, dict] = {}  # wire index → block in message["content"]
         self.tools: dict[int, int] = {}  # ToolCallDelta.index → wire index
         self.json: dict[int, str] = {}  # wire index → tool input JSON so far
+        self.held: list[tuple] = []  # message_start, until the first output or START_HOLD_S
 
     def final(self) -> dict:
         return self.message
 
-    def heartbeat(self) -> list[tuple]:
-        return [("ping", {"type": "ping"})]
+    def event(self, ev) -> list[tuple]:
+        out = super().event(ev)
+        return out if isinstance(ev, Started) else self._release() + out
+
+    def _release(self) -> list[tuple]:
+        held, self.held = self.held, []
+        return held
+
+    def heartbeat(self, quiet_s: float) -> list[tuple]:
+        """What `quiet_s` seconds without an event (pings aside) call for."""
+        start = self._release() if quiet_s >= START_HOLD_S else []
+        return start + [("ping", {"type": "ping"})]
 
     def add(self, block: dict) -> int:
         index = len(self.blocks)  # (a server tool's result takes no wire index)
@@ -302,7 +320,8 @@ class Encoder(base.Encoder):
     def on_started(self, ev: Started) -> list[tuple]:
         self.message["usage"] = render_usage(ev.prompt_tokens, ev.cached_tokens, 0)
         start = dict(self.message, content=[])
-        return [("message_start", {"type": "message_start", "message": start})] + self.heartbeat()
+        self.held = [("message_start", {"type": "message_start", "message": start})]
+        return []
 
     def on_text(self, ev: TextDelta) -> list[tuple]:
         return self._delta({"type": "text", "text": ""}, "text", ev.text)

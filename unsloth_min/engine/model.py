@@ -29,6 +29,7 @@ class ModelParams:
     n_threads: int = 0        # 0 → the cores this process may use
     n_batch: int = 512        # tokens per llama_decode (prompt chunks + one token per running seq)
     extra_bufts: str = "auto"  # bufts.MODES: llama.cpp's extra weight buffer types (AMX, CPU_REPACK)
+    flash_attn: str = "auto"   # FLASH_ATTN: on, off, auto (off on the CPU alone, else llama.cpp's)
     rpc: tuple[str, ...] = ()  # ggml-rpc-server endpoints (HOST:PORT) the layers are split across
     tensor_split: tuple[float, ...] = ()  # proportions per device (RPC servers first, then GPUs)
 
@@ -40,6 +41,14 @@ def usable_cores() -> int:
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
 
+
+# llama.cpp's CPU flash-attention kernel walks the whole KV cache once per query row; the plain
+# path's matrix products share each KV row between rows: on a 2-core EPYC, prompt evaluation to
+# 16k tokens took 293 s without it and 361 s with it, and a token at 16k 109 ms against 382 ms
+# (bench/RESULTS.md). With a GPU, llama.cpp's own choice (auto: on where the device has it).
+FLASH_ATTN = {"on": C.LLAMA_FLASH_ATTN_TYPE_ENABLED, "off": C.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+              "llama.cpp": C.LLAMA_FLASH_ATTN_TYPE_AUTO}
+FLASH_ATTN_MODES = ("auto", "on", "off")
 
 GIB = 1 << 30
 # the default context is never below this: coding agents' first prompts are 20–30k tokens (Claude
@@ -119,6 +128,9 @@ class Model:
         # for any build with the RPC backend, servers or not)
         self.offloading = params.n_gpu_layers != 0 and bufts.gpu_free_memory() is not None
         self.placement = bufts.choose(params.extra_bufts, params.path, self.offloading)
+        self.flash_attn = params.flash_attn
+        if self.flash_attn == "auto":
+            self.flash_attn = "llama.cpp" if self.offloading else "off"
         self.placement.apply(mp)
         self._split = split_array(params.tensor_split)
         if self._split is not None:
@@ -198,8 +210,8 @@ class Model:
         if avail and need > avail:
             log.warning("the KV cache for -c %d x %d slots needs %.1f GiB, more than the %.1f GiB "
                         "%s", n_ctx, params.n_parallel, need / GIB, avail / GIB, where)
-        log.info("KV cache: %d slots x %d tokens, about %.2f GiB", params.n_parallel, n_ctx,
-                 need / GIB)
+        log.info("KV cache: %d slots x %d tokens, about %.2f GiB; flash attention %s",
+                 params.n_parallel, n_ctx, need / GIB, self.flash_attn)
         return n_ctx
 
     def _context_params(self):
@@ -214,6 +226,7 @@ class Model:
         cp.kv_unified = False
         cp.n_batch = cp.n_ubatch = p.n_batch
         cp.n_threads = cp.n_threads_batch = self.n_threads
+        cp.flash_attn_type = FLASH_ATTN[self.flash_attn]
         cp.no_perf = True
         return cp
 

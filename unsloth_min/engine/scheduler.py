@@ -164,8 +164,10 @@ class Scheduler:
                     self._cv.wait()
                 if self._stop:
                     break
+                # freed first: a client's retry of the request it just gave up on (Claude Code
+                # after its stream watchdog) finds that slot, and the prefill it left, free
+                self._drop_cancelled()
                 self._admit()
-            self._drop_cancelled()
             if self._active():
                 try:
                     self._step()
@@ -203,6 +205,7 @@ class Scheduler:
         del slot.tokens[n:]
         seq.n_done = seq.cached = n
         seq.slot, slot.seq = slot, seq
+        log.debug("slot %d: a prompt of %d tokens, %d of them cached", slot.seq_id, len(seq.prompt), n)
         seq.sampler = self._sampler(seq)
         if seq.grammar:
             seq.constraint = Constraint(self.model.vocab, seq.grammar,
@@ -236,6 +239,8 @@ class Scheduler:
     def _drop_cancelled(self) -> None:
         for seq in self._active():
             if seq.cancelled:
+                log.debug("slot %d: cancelled after %d of %d prompt tokens and %d generated",
+                          seq.slot.seq_id, seq.n_done, len(seq.prompt), seq.n_generated)
                 self._release(seq)
 
     def _step(self) -> None:

@@ -1,0 +1,54 @@
+"""The scheduler with the real model: what a slot keeps for the next request."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from unsloth_min.core import Finish, Sampling
+from unsloth_min.engine import LLAMA_DEFAULTS, embedded_model_path
+from unsloth_min.engine.model import Model, ModelParams
+from unsloth_min.engine.scheduler import Scheduler, Sequence
+from support.servers import wait_for
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = Model(ModelParams(embedded_model_path(), n_ctx=4096, n_parallel=2, n_batch=256))
+    yield m
+    m.close()
+
+
+def sequence(prompt: list[int]) -> tuple[Sequence, list, threading.Event]:
+    """A greedy one-token sequence, the events it emits, and an Event set at its Finish."""
+    events, done = [], threading.Event()
+
+    def emit(ev):
+        events.append(ev)
+        if isinstance(ev, Finish):
+            done.set()
+    return Sequence(prompt, Sampling(temperature=0).merged(LLAMA_DEFAULTS), 1, emit), events, done
+
+
+def test_a_retry_resumes_the_prefill_its_cancelled_request_left(model):
+    """A client that gives up during a long prefill and sends the same request again (Claude Code
+    after its stream watchdog) gets the prefix the abandoned request left in its slot, even when
+    both reach the worker in one step: the abandoned slot is freed before the retry is placed."""
+    prompt = model.tokenize("The river runs to the sea. " * 200, add_bos=True)[:1500]
+    scheduler = Scheduler(model)
+    try:
+        first, _, _ = sequence(prompt)
+        scheduler.submit(first)
+        assert wait_for(lambda: first.n_done >= 512, 120)
+        retry, events, done = sequence(prompt)
+        with scheduler._cv:  # the worker sees the cancel and the retry together
+            scheduler.cancel(first)
+            scheduler.submit(retry)
+        assert done.wait(300)
+        finish = events[-1]
+        assert finish.usage.cached_tokens >= 512, finish.usage
+        assert retry.slot is first.slot
+    finally:
+        scheduler.close()
