@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .agent import DEFAULT_MAX_CALLS
 from .engine.bufts import MODES as BUFT_MODES
-from .engine.model import FLASH_ATTN_MODES
+from .engine.model import FLASH_ATTN
 from .engine.rpc import parse_endpoints
 from .engine.scheduler import MAX_QUEUE
 from .media import MAX_IMAGES
@@ -32,7 +32,7 @@ class Config:
     extra_bufts: str = "auto"       # llama.cpp's extra weight buffer types (engine/bufts.py)
     rpc: tuple[str, ...] = ()       # ggml-rpc-server endpoints the layers are split across
     tensor_split: tuple[float, ...] = ()  # per device: RPC servers first, then local GPUs
-    flash_attn: str = "auto"        # off on the CPU alone, llama.cpp's choice with a GPU (engine/model.py)
+    flash_attn: str = "auto"        # llama.cpp's choice (engine/model.py: why not off on a CPU)
     reasoning: str = "on"
     temp: float | None = None
     top_p: float | None = None
@@ -113,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="llama.cpp's extra CPU weight buffers: on (AMX and CPU_REPACK, llama.cpp's default), "
            "off, repack (CPU_REPACK only), auto (default: on, but repack where the CPU has AMX, "
            "whose kernels crash llama.cpp)")
-    a("-fa", "--flash-attn", choices=FLASH_ATTN_MODES, default=d.flash_attn,
-      help="llama.cpp's flash attention: on, off, auto (default: off when no layer is on a GPU, "
-           "where llama.cpp's CPU kernel is slower past a few thousand tokens; else llama.cpp's choice)")
+    a("-fa", "--flash-attn", choices=tuple(FLASH_ATTN), default=d.flash_attn,
+      help="llama.cpp's flash attention (default auto: llama.cpp's choice, on where the device "
+           "has it). off is faster on a CPU past a few thousand tokens of context, but answers "
+           "then depend on the prompt cache (a seed no longer reproduces the same text)")
     a("--rpc", type=_endpoints, default=d.rpc, metavar="HOST:PORT[,HOST:PORT...]",
       help="split the model across these ggml-rpc-servers (llama.cpp's RPC backend; needs "
            "`make install-rpc`); -ngl layers go to them and to local GPUs, the rest stay on this "

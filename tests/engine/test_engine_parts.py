@@ -283,3 +283,20 @@ def test_n_predict_caps_what_a_request_asks_for():
     finally:
         engine.close()
     assert (done.reason, done.usage.completion_tokens) == ("length", 5)
+
+
+@pytest.mark.model
+def test_flash_attention_modes_reach_llama_cpp():
+    import llama_cpp as C
+
+    from unsloth_min.engine import embedded_model_path
+    from unsloth_min.engine import model as M
+    assert parse_config([]).flash_attn == "auto" and parse_config(["-fa", "off"]).flash_attn == "off"
+    want = {"auto": C.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": C.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": C.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+    for mode, kind in want.items():
+        m = M.Model(M.ModelParams(embedded_model_path(), n_ctx=512, n_parallel=1, flash_attn=mode))
+        try:
+            assert m._context_params().flash_attn_type == kind
+        finally:
+            m.close()

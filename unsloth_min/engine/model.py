@@ -29,7 +29,7 @@ class ModelParams:
     n_threads: int = 0        # 0 → the cores this process may use
     n_batch: int = 512        # tokens per llama_decode (prompt chunks + one token per running seq)
     extra_bufts: str = "auto"  # bufts.MODES: llama.cpp's extra weight buffer types (AMX, CPU_REPACK)
-    flash_attn: str = "auto"   # FLASH_ATTN: on, off, auto (off on the CPU alone, else llama.cpp's)
+    flash_attn: str = "auto"   # FLASH_ATTN: auto (llama.cpp's choice), on, off
     rpc: tuple[str, ...] = ()  # ggml-rpc-server endpoints (HOST:PORT) the layers are split across
     tensor_split: tuple[float, ...] = ()  # proportions per device (RPC servers first, then GPUs)
 
@@ -42,13 +42,13 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# llama.cpp's CPU flash-attention kernel walks the whole KV cache once per query row; the plain
-# path's matrix products share each KV row between rows: on a 2-core EPYC, prompt evaluation to
-# 16k tokens took 293 s without it and 361 s with it, and a token at 16k 109 ms against 382 ms
-# (bench/RESULTS.md). With a GPU, llama.cpp's own choice (auto: on where the device has it).
-FLASH_ATTN = {"on": C.LLAMA_FLASH_ATTN_TYPE_ENABLED, "off": C.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-              "llama.cpp": C.LLAMA_FLASH_ATTN_TYPE_AUTO}
-FLASH_ATTN_MODES = ("auto", "on", "off")
+# llama.cpp's flash attention. auto (llama.cpp's choice) is on where the device has the kernel,
+# the CPU included. Off is faster on a CPU past a few thousand tokens (a token at 16k context:
+# 109 ms against 382 ms on a 2-core EPYC) but its matrix products change with the batch's shape:
+# an answer then depends on how much of its prompt came from the cache, and a seed stops
+# reproducing the same text. So off is a choice (-fa off), not the default.
+FLASH_ATTN = {"auto": C.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": C.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+              "off": C.LLAMA_FLASH_ATTN_TYPE_DISABLED}
 
 GIB = 1 << 30
 # the default context is never below this: coding agents' first prompts are 20–30k tokens (Claude
@@ -128,9 +128,6 @@ class Model:
         # for any build with the RPC backend, servers or not)
         self.offloading = params.n_gpu_layers != 0 and bufts.gpu_free_memory() is not None
         self.placement = bufts.choose(params.extra_bufts, params.path, self.offloading)
-        self.flash_attn = params.flash_attn
-        if self.flash_attn == "auto":
-            self.flash_attn = "llama.cpp" if self.offloading else "off"
         self.placement.apply(mp)
         self._split = split_array(params.tensor_split)
         if self._split is not None:
@@ -211,7 +208,7 @@ class Model:
             log.warning("the KV cache for -c %d x %d slots needs %.1f GiB, more than the %.1f GiB "
                         "%s", n_ctx, params.n_parallel, need / GIB, avail / GIB, where)
         log.info("KV cache: %d slots x %d tokens, about %.2f GiB; flash attention %s",
-                 params.n_parallel, n_ctx, need / GIB, self.flash_attn)
+                 params.n_parallel, n_ctx, need / GIB, params.flash_attn)
         return n_ctx
 
     def _context_params(self):
@@ -226,7 +223,7 @@ class Model:
         cp.kv_unified = False
         cp.n_batch = cp.n_ubatch = p.n_batch
         cp.n_threads = cp.n_threads_batch = self.n_threads
-        cp.flash_attn_type = FLASH_ATTN[self.flash_attn]
+        cp.flash_attn_type = FLASH_ATTN[p.flash_attn]
         cp.no_perf = True
         return cp
 
