@@ -8,7 +8,7 @@ embedded SmolLM2-135M): all layers local, all on one server, split across two. E
 is its own process (RPC servers are registered per process) and the placements take turns round
 by round; figures are medians. Prompt: one 500-token batch into an empty cache; decode: 64
 single-token steps after it. The per-token network cost is the decode step's time over the local
-one's, and the loopback bytes (/proc/net/dev) per decoded token. Loopback has no wire latency:
+one's, and the bytes sent over loopback (/proc/net/dev, both directions) per decoded token. Loopback has no wire latency:
 a LAN adds its round trips (one per device per token) on top.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def lo_bytes():
         name, _, rest = line.partition(":")
         if name.strip() == "lo":
             f = rest.split()
-            return int(f[0]) + int(f[8])
+            return int(f[8])  # sent: on loopback each byte is also counted as received
     return 0
 rpc = tuple(e for e in sys.argv[3].split(",") if e)
 m = Model(ModelParams(path=sys.argv[1], n_ctx=1024, n_parallel=1, n_threads=int(sys.argv[2]), rpc=rpc))
@@ -109,7 +109,7 @@ def main() -> None:
         for p in procs:
             p.kill()
     local_ms = 1000 / statistics.median(r[1] for r in runs["local"])
-    print("| placement | prompt tok/s | decode tok/s | ms per token | over local | loopback bytes per token |")
+    print("| placement | prompt tok/s | decode tok/s | ms per token | over local | bytes per token |")
     print("|---|---|---|---|---|---|")
     for name, results in runs.items():
         decode = statistics.median(r[1] for r in results)
