@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from support.aserver import (
-    GET, WAIT, app, connect, exchange, read_head, read_response, with_server,
+    GET, WAIT, app, connect, exchange, read_head, read_response, started, with_server,
 )
-from unsloth_min.http import HttpServer, Limits, StreamResponse, sse_event
+from unsloth_min.http import Limits, StreamResponse, sse_event
 
 
 # --- streaming --------------------------------------------------------------------------------
@@ -156,8 +156,7 @@ def test_shutdown_ends_open_stream():
         return StreamResponse(200, [], tokens)
 
     async def go():
-        server = HttpServer(handler)
-        await server.start("127.0.0.1", 0)
+        server = await started(handler)
         reader, writer = await connect(server)
         writer.write(GET)
         await read_head(reader)
@@ -172,23 +171,22 @@ def test_shutdown_ends_open_stream():
 
 
 def test_shutdown_lets_in_flight_finish_and_closes_idle():
-    release, started = asyncio.Event(), asyncio.Event()
+    release, waiting = asyncio.Event(), asyncio.Event()
 
     async def handler(request):
         if request.path == "/wait":
-            started.set()
+            waiting.set()
             await release.wait()
         return await app(request)
 
     async def go():
-        server = HttpServer(handler)
-        await server.start("127.0.0.1", 0)
+        server = await started(handler)
         idle_reader, idle_writer = await connect(server)
         idle_writer.write(GET)
         await read_response(idle_reader)
         busy_reader, busy_writer = await connect(server)
         busy_writer.write(b"GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
-        await asyncio.wait_for(started.wait(), WAIT)
+        await asyncio.wait_for(waiting.wait(), WAIT)
         stopping = asyncio.create_task(server.shutdown(grace=WAIT))
         serving = asyncio.create_task(server.serve_forever())
         assert await asyncio.wait_for(idle_reader.read(), WAIT) == b""  # idle: closed at once

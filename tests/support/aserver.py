@@ -32,11 +32,17 @@ async def _items(*items):
         yield item
 
 
+async def started(handler=app, **kwargs) -> HttpServer:
+    """A server listening on 127.0.0.1, on a port of its own; the caller shuts it down."""
+    server = HttpServer(handler, **kwargs)
+    await server.start("127.0.0.1", 0)
+    return server
+
+
 def with_server(main, handler=app, **kwargs):
     """Run `await main(server)` against a started server; shut it down afterwards."""
     async def go():
-        server = HttpServer(handler, **kwargs)
-        await server.start("127.0.0.1", 0)
+        server = await started(handler, **kwargs)
         try:
             return await asyncio.wait_for(main(server), WAIT)
         finally:
