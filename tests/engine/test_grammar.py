@@ -9,7 +9,6 @@ would reject (llama.cpp aborts on that).
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 
 import llama_cpp as C
@@ -17,8 +16,8 @@ import pytest
 
 from unsloth_min.core import ChatRequest, Tool
 from unsloth_min.engine import embedded_model_path
-from unsloth_min.engine.constrain import WINDOW, Candidates, Constraint, grammar_sampler
-from unsloth_min.engine.model import _init_backend
+from support.vocab import Vocab
+from unsloth_min.engine.constrain import WINDOW, grammar_sampler
 from unsloth_min.engine.formats import HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat
 from unsloth_min.engine.grammar import build_grammar
 
@@ -29,62 +28,6 @@ WEATHER = Tool("get_weather", "Weather in a city", {
 TIME = Tool("get_time", "The time", {"type": "object", "properties": {}})
 GOOD = '{"city": "Paris", "unit": "celsius"}'
 HERMES_CALL = '<tool_call>\n{"name": "get_weather", "arguments": ' + GOOD + '}\n</tool_call>'
-
-
-class Vocab:
-    def __init__(self, path: str):
-        _init_backend()  # llama.cpp's log goes to `logging`
-        params = C.llama_model_default_params()
-        params.vocab_only = True
-        self.model = C.llama_model_load_from_file(path.encode(), params)
-        self.vocab = C.llama_model_get_vocab(self.model)
-        self.cand = Candidates(C.llama_vocab_n_tokens(self.vocab))
-        self.eos = C.llama_vocab_eos(self.vocab)
-
-    def tokenize(self, text: str) -> list[int]:
-        data = text.encode()
-        buf = (C.llama_token * (len(data) + 8))()
-        n = C.llama_tokenize(self.vocab, data, len(data), buf, len(buf), False, True)
-        return list(buf[:n])
-
-    def walk(self, grammar, text: str, end: bool = True) -> str:
-        """'ok', or the text up to the first refused token."""
-        smpl = grammar_sampler(self.vocab, grammar.gbnf, grammar.triggers)
-        assert smpl, "llama.cpp rejected the grammar"
-        try:
-            done = b""
-            for tok in self.tokenize(text):
-                if not self.cand.allows(smpl, tok):
-                    return "refused after " + done.decode(errors="replace")
-                C.llama_sampler_accept(smpl, tok)
-                done += self.piece(tok)
-            if end and not self.cand.allows(smpl, self.eos):
-                return "no end allowed"
-            return "ok"
-        finally:
-            C.llama_sampler_free(smpl)
-
-    def walk_watched(self, grammar, text: str) -> tuple[str, Constraint]:
-        """As the scheduler samples: the grammar checks tokens once its Constraint has started it."""
-        c = Constraint(self.vocab, grammar, self.piece)
-        try:
-            done = b""
-            for tok in self.tokenize(text):
-                if c.sampler is None:
-                    c.watch(tok)
-                elif not self.cand.allows(c.sampler, tok):
-                    return "refused after " + done.decode(errors="replace"), c
-                else:
-                    C.llama_sampler_accept(c.sampler, tok)
-                done += self.piece(tok)
-            return "ok", c
-        finally:
-            c.free()
-
-    def piece(self, tok: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = C.llama_token_to_piece(self.vocab, tok, buf, 64, 0, True)
-        return buf.raw[:n]
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +83,18 @@ def test_empty_parameters_still_mean_an_object(vocab):
     assert vocab.walk(grammar(tools=[empty]), call % '{"a": 1}') == "ok"
     for value in ("1", '"x"', "[1]"):
         assert vocab.walk(grammar(tools=[empty]), call % value).startswith("refused"), value
+
+
+def test_a_schema_of_only_annotations_allows_any_value(vocab):
+    """Claude Code's `{"description": …}` (no type): any JSON value, as JSON Schema says."""
+    run = Tool("run", "Run", {"type": "object", "required": ["n", "args"], "properties": {
+        "n": {"type": "integer"}, "args": {"description": "any"}}})
+    call = '<tool_call>{"name": "run", "arguments": {"n": %s, "args": %s}}</tool_call>'
+    for value in ('[1, "a"]', '{"k": null}', '"x"', "3", "true"):
+        assert vocab.walk(grammar(tools=[run]), call % ("1", value)) == "ok", value
+    # the rest of the schema still holds (it once fell back to any object, with a warning)
+    assert vocab.walk(grammar(tools=[run]), call % ('"1"', "3")).startswith("refused")
+    assert vocab.walk(grammar(tools=[run]), call % ("1", "nope")).startswith("refused")
 
 
 def test_integer_bounds_are_enforced(vocab):

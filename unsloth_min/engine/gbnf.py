@@ -109,10 +109,19 @@ def integer_range(schema: dict) -> str | None:
     return "(" + " | ".join(runs) + ")"
 
 
+# keywords that describe a value without constraining it: a schema of only these allows any value
+ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "deprecated",
+                         "readOnly", "writeOnly"})
+
+
 class Converter(SchemaConverter):
-    """llama-cpp-python's converter, with integer bounds (it reads an integer's type only)."""
+    """llama-cpp-python's converter, with integer bounds (it reads an integer's type only) and
+    typeless schemas (Claude Code's `{"description": …}`: any value; it refuses those)."""
 
     def visit(self, schema, name):
+        if isinstance(schema, dict) and schema and not set(schema) - ANNOTATIONS:
+            rule = name + "-" if name in RESERVED_NAMES else name or "root"
+            return self._add_rule(rule, self._add_primitive("value", PRIMITIVE_RULES["value"]))
         plain = not any(k in schema for k in ("$ref", "oneOf", "anyOf", "const", "enum"))
         if plain and schema.get("type") == "integer":
             bounded = integer_range(schema)
