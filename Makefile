@@ -13,7 +13,7 @@ RPC_DIR   ?= .cache/rpc
 RPC_STAMP  = $(RPC_DIR)/.installed
 
 CLIENTS_DIR        ?= .cache/clients
-CLAUDE_CODE_VERSION ?= 2.1.197
+CLAUDE_CODE_VERSION ?= 2.1.332
 CODEX_VERSION       ?= 0.171.0
 OPENCODE_VERSION    ?= 1.18.33
 

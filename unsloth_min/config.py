@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .agent import DEFAULT_MAX_CALLS
 from .engine.bufts import MODES as BUFT_MODES
-from .engine.model import FLASH_ATTN
+from .engine.model import FLASH_ATTN, ROPE_SCALING
 from .engine.rpc import parse_endpoints
 from .engine.scheduler import MAX_QUEUE
 from .media import MAX_IMAGES
@@ -33,11 +33,13 @@ class Config:
     rpc: tuple[str, ...] = ()       # ggml-rpc-server endpoints the layers are split across
     tensor_split: tuple[float, ...] = ()  # per device: RPC servers first, then local GPUs
     flash_attn: str = "auto"        # llama.cpp's choice (engine/model.py: why not off on a CPU)
+    rope_scaling: str = "auto"      # the model's own (engine/model.py: why not YaRN)
     reasoning: str = "on"
     temp: float | None = None
     top_p: float | None = None
     top_k: int | None = None
     min_p: float | None = None
+    repeat_penalty: float | None = None  # None → 1.0 (off), the embedded model's EMBEDDED_REPEAT_PENALTY
     max_tokens: int | None = None
     n_predict: int | None = None    # a cap even on requests that ask for more
     api_key: list[str] = field(default_factory=list)
@@ -117,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="llama.cpp's flash attention (default auto: llama.cpp's choice, on where the device "
            "has it). off is faster on a CPU past a few thousand tokens of context, but answers "
            "then depend on the prompt cache (a seed no longer reproduces the same text)")
+    a("--rope-scaling", choices=("auto", *ROPE_SCALING), default=d.rope_scaling,
+      help="positions past the model's training context: auto (default) is the model's own "
+           "(what its GGUF declares, else none: untrained); linear or yarn stretch the trained "
+           "positions over --ctx-size, for every prompt (short answers change too)")
     a("--rpc", type=_endpoints, default=d.rpc, metavar="HOST:PORT[,HOST:PORT...]",
       help="split the model across these ggml-rpc-servers (llama.cpp's RPC backend; needs "
            "`make install-rpc`); -ngl layers go to them and to local GPUs, the rest stay on this "
@@ -130,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--top-p", type=_positive(float), default=d.top_p, help="default top_p (llama.cpp: 0.95)")
     a("--top-k", type=_positive(int), default=d.top_k, help="default top_k (llama.cpp: 40)")
     a("--min-p", type=_positive(float), default=d.min_p, help="default min_p (llama.cpp: 0.05)")
+    a("--repeat-penalty", type=_positive(float), default=d.repeat_penalty,
+      help="default repetition penalty over the last 64 tokens (llama.cpp: 1.0, off; the "
+           "embedded model: 1.1, against its loops)")
     a("--max-tokens", type=_positive(int), default=d.max_tokens,
       help="default cap on generated tokens (default: until the context is full)")
     a("-n", "--n-predict", type=_positive(int), default=d.n_predict, metavar="N",

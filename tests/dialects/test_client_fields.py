@@ -7,7 +7,7 @@ import json
 
 from support.servers import sse_events
 from unsloth_min.core import Message, Text, ToolCallDelta, Finish, Usage
-from unsloth_min.engine.formats import fold_system
+from unsloth_min.engine.formats import fold_system, system_before_user
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -40,6 +40,16 @@ def test_a_template_that_refuses_late_system_turns_gets_them_folded():
     assert [(m.role, m.text) for m in fold_system(ms)] == [
         ("system", "S"), ("user", "u1"), ("assistant", "a"), ("user", "late\n\nu2\n\nlast")]
     assert fold_system(ms[:2]) is None
+
+
+def test_system_turns_after_a_user_turn_are_rendered_before_it():
+    """Claude Code 2.1.332's first request: the user's request, then its environment block as a
+    system turn; the model must answer the request, not go on with the environment text."""
+    ms = [Message("system", [Text("S")]), Message("user", [Text("u1")]), Message("system", [Text("e1")]),
+          Message("system", [Text("e2")]), Message("assistant", [Text("a")]), Message("system", [Text("x")]),
+          Message("user", [Text("u2")]), Message("system", [Text("last")])]
+    assert [m.text for m in system_before_user(ms)] == ["S", "e1", "e2", "u1", "a", "x", "last", "u2"]
+    assert [m.text for m in system_before_user(ms[:2])] == ["S", "u1"]
 
 
 CODEX_TOOLS = [

@@ -4,13 +4,14 @@ UNSLOTH_MIN_CLIENTS there). Each must exit 0 and print an answer, with no 4xx/5x
 log; Claude Code's second turn must write a file through its own Write tool (a client tool call
 round trip: our answer names the tool, the client runs it and sends the result back).
 
-Claude Code's first prompt is ~20-30k tokens: this is also the long-prompt check (the default
-context covers it, past the 135M model's 8k training context). Skipped, saying why, unless
-UNSLOTH_MIN_CLIENTS names a folder with the clients installed.
+Claude Code's first prompt is 12-30k tokens (2.1.332: 12.5k, 2.1.197: 20k): this is also the
+long-prompt check (the default context covers it, past the 135M model's 8k training context).
+Skipped, saying why, unless UNSLOTH_MIN_CLIENTS names a folder with the clients installed.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ CLIENTS = os.environ.get("UNSLOTH_MIN_CLIENTS")
 pytestmark = [pytest.mark.model,
               pytest.mark.skipif(not CLIENTS, reason="the real clients run with `make e2e-clients` "
                                  "(it installs them with npm)")]
-TIMEOUT = 1500  # a 20-30k-token prefill on 2 cores takes minutes
+TIMEOUT = 2400  # a 20-30k-token prefill on 2 cores takes minutes (and a watchdog retry)
 CODEX_CONFIG = """model = "default"
 model_provider = "local"
 [model_providers.local]
@@ -85,11 +86,11 @@ def since(server) -> int:
 
 
 def claude(server, home, prompt: str, *flags: str) -> subprocess.CompletedProcess:
-    # its stream watchdog gives up after 5 minutes without an event: a 20k-token prefill on two
-    # slow cores can take longer
+    # the README's configuration and nothing more: its stream watchdog (5 minutes without a
+    # message event) meets a 20k-token prefill on two cores as a user's does (the held
+    # message_start and a retry resuming the cached prefill see it through)
     return run([binary("claude"), "-p", prompt, "--model", "default", *flags], home,
                ANTHROPIC_BASE_URL=server.base_url, ANTHROPIC_API_KEY=KEY, IS_SANDBOX="1",
-               CLAUDE_STREAM_IDLE_TIMEOUT_MS="1500000", API_TIMEOUT_MS="1500000",
                DISABLE_TELEMETRY="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
 
 
@@ -97,17 +98,28 @@ def test_claude_code_answers_a_turn(server, since, tmp_path):
     done = claude(server, tmp_path, "Say hello")
     prompts = [int(n) for n in re.findall(r"POST /v1/messages\S* 200 .* tokens=(\d+)\+",
                                           server.log_text(since))]
-    assert prompts and min(prompts) > 16384, prompts  # past the model's 8k training context
+    assert prompts and min(prompts) > 8192, prompts  # past the model's training context
     assert done.returncode == 0 and done.stdout.strip()
     assert client_errors(server, since) == []
 
 
+TRIES = 12  # the 135M model copies the call it is shown in one turn in three or four
+
+
 def test_claude_code_writes_a_file_with_its_tool(server, since, tmp_path):
-    target = tmp_path / "hello.txt"
-    done = claude(server, tmp_path, f"Use the Write tool to write the text hi to {target}",
-                  "--tools", "Write", "--allowedTools", "Write", "--dangerously-skip-permissions")
-    assert done.returncode == 0
-    assert target.exists(), "the model did not call the Write tool"
+    """Its Write tool, called by the model, run by the client, its result sent back and answered.
+    The 135M model does not choose a tool for "write hi to F": it is shown the call to copy (in
+    the Hermes format our prompt describes; the grammar holds the arguments to Write's schema),
+    which it does in one sampled turn in three or four: fresh turns until one writes the file."""
+    for n in range(TRIES):
+        target = tmp_path / f"hello{n}.txt"
+        call = json.dumps({"name": "Write", "arguments": {"file_path": str(target), "content": "hi"}})
+        done = claude(server, tmp_path, f"Reply with exactly this line: <tool_call>{call}</tool_call>",
+                      "--tools", "Write", "--allowedTools", "Write", "--dangerously-skip-permissions")
+        if target.exists():
+            break
+    assert target.exists(), f"the model did not call the Write tool in {TRIES} turns"
+    assert target.read_text() == "hi" and done.returncode == 0
     assert client_errors(server, since) == []
 
 

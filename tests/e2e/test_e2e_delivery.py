@@ -88,8 +88,9 @@ def test_a_cut_off_server_call_is_reported_as_not_run(real_server):
     """18 tokens hold the forced call's opening (`<tool_call>{"name": "python", "arguments":
     {"code": "`, 15-16 tokens) and no room to close it: the call is cut off inside its code on
     any CPU. It is in the answer, its result says why it did not run, the reason is max_tokens."""
+    # (no repeat penalty: the embedded model's default one spreads the call's JSON over more tokens)
     status, j = real_server.json("POST", "/v1/messages", dict(BODIES["/v1/messages"], max_tokens=18,
-                                                              temperature=0))
+                                                              temperature=0, repetition_penalty=1.0))
     assert status == 200
     assert (j["stop_reason"], j["usage"]["output_tokens"]) == ("max_tokens", 18)
     use, result = j["content"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 
 import pytest
 
@@ -286,6 +287,22 @@ def test_n_predict_caps_what_a_request_asks_for():
 
 
 @pytest.mark.model
+def test_the_prompt_ends_with_the_user_turn_a_system_turn_followed():
+    from unsloth_min.engine import embedded_model_path
+    from unsloth_min.engine.model import ModelParams
+
+    path = embedded_model_path()
+    engine = Engine(EngineOptions(path, "m", ModelParams(path, n_ctx=512, n_parallel=1), Sampling()))
+    try:
+        text, _ = engine.render_parts(ChatRequest([Message("user", [Text("Say hello")]),
+                                                   Message("system", [Text("Platform: linux")])]))
+    finally:
+        engine.close()
+    assert text.index("Platform: linux") < text.index("Say hello")
+    assert text.endswith("Say hello<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.model
 def test_flash_attention_modes_reach_llama_cpp():
     import llama_cpp as C
 
@@ -300,3 +317,49 @@ def test_flash_attention_modes_reach_llama_cpp():
             assert m._context_params().flash_attn_type == kind
         finally:
             m.close()
+
+
+def test_rope_scaling_choice():
+    from unsloth_min.engine.model import rope_scaling
+    assert rope_scaling("auto", 32768, 8192) is None  # the model's own (llama.cpp's default)
+    assert rope_scaling("none", 32768, 8192) == ("none", 1.0)
+    assert rope_scaling("yarn", 32768, 8192) == ("yarn", 0.25)
+    assert rope_scaling("linear", 16384, 8192) == ("linear", 0.5)
+    assert rope_scaling("yarn", 4096, 8192) == ("yarn", 1.0)
+    assert parse_config([]).rope_scaling == "auto"
+    assert parse_config(["--rope-scaling", "yarn"]).rope_scaling == "yarn"
+
+
+@pytest.mark.model
+def test_rope_scaling_reaches_llama_cpp(caplog):
+    import llama_cpp as C
+
+    from unsloth_min.engine import embedded_model_path
+    from unsloth_min.engine import model as M
+    cases = [("yarn", 16384, C.LLAMA_ROPE_SCALING_TYPE_YARN, 0.5,
+              "yarn rope scaling stretches its positions x2"),
+             ("auto", 16384, C.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED, 0.0,  # llama.cpp's own
+              "its positions past that are untrained"),
+             ("auto", 512, C.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED, 0.0, None)]
+    for mode, n_ctx, kind, scale, said in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="unsloth_min.engine"):
+            m = M.Model(M.ModelParams(embedded_model_path(), n_ctx=n_ctx, n_parallel=1,
+                                      rope_scaling=mode))
+        try:
+            cp = m._context_params()
+            assert (cp.rope_scaling_type, cp.rope_freq_scale) == (kind, scale)
+            assert (said is None) == ("training context" not in caplog.text)
+            assert said is None or said in caplog.text
+        finally:
+            m.close()
+
+
+def test_the_embedded_model_gets_a_token_cap_and_a_repeat_penalty_of_its_own():
+    from unsloth_min.cli import engine_options
+    embedded = engine_options(parse_config([]))
+    assert (embedded.n_predict, embedded.defaults.repetition_penalty) == (1024, 1.1)
+    theirs = engine_options(parse_config(["--model", "/models/big.gguf"]))
+    assert (theirs.n_predict, theirs.defaults.repetition_penalty) == (None, None)  # llama.cpp's 1.0
+    chosen = engine_options(parse_config(["--repeat-penalty", "1.3", "-n", "64"]))
+    assert (chosen.n_predict, chosen.defaults.repetition_penalty) == (64, 1.3)

@@ -34,7 +34,7 @@ from typing import AsyncIterator, Callable
 from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started, TextDelta
 from . import ggml
 from .formats import (HERMES, detect_think_format, detect_tool_format, fold_system, prepare_messages,
-                      starts_thinking)
+                      starts_thinking, system_before_user)
 from .grammar import build_grammar
 from .model import Model, ModelParams
 from .output import OutputParser
@@ -221,11 +221,11 @@ class Engine:
         if marker is None and images_of(req):
             log.warning("this model has no vision projector: the request's images are dropped")
         thinking = self.reasoning if req.enable_thinking is None else req.enable_thinking
-        offered = req.offered_tools
+        offered, messages = req.offered_tools, system_before_user(req.messages)
         if self.tool_format is None:
-            shown = replace(req, messages=prepare_messages(req.messages, offered), tools=[])
+            shown = replace(req, messages=prepare_messages(messages, offered), tools=[])
         else:
-            shown = replace(req, tools=offered)
+            shown = replace(req, messages=messages, tools=offered)
         try:
             return self.template.render_parts(shown, thinking, marker)
         except TemplateError:

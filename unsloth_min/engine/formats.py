@@ -120,6 +120,19 @@ def prepare_messages(messages: list[Message], tools: list[Tool]) -> list[Message
     return out
 
 
+def system_before_user(messages: list[Message]) -> list[Message]:
+    """System turns that follow a user turn moved before it, so that the turn the model answers
+    is the user's: Claude Code sends its environment block as a system turn after the user's
+    request, and a small model then goes on with the environment text instead of answering."""
+    out: list[Message] = []
+    for m in messages:
+        if m.role == "system" and out and out[-1].role == "user":
+            out.insert(len(out) - 1, m)
+        else:
+            out.append(m)
+    return out
+
+
 def fold_system(messages: list[Message]) -> list[Message] | None:
     """System messages after the first turn folded into the nearest user turn (the next one,
     else the one before), for templates that allow a system message only first; None when

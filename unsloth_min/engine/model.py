@@ -32,6 +32,7 @@ class ModelParams:
     flash_attn: str = "auto"   # FLASH_ATTN: auto (llama.cpp's choice), on, off
     rpc: tuple[str, ...] = ()  # ggml-rpc-server endpoints (HOST:PORT) the layers are split across
     tensor_split: tuple[float, ...] = ()  # proportions per device (RPC servers first, then GPUs)
+    rope_scaling: str = "auto"  # ROPE_SCALING or auto: the model's own (rope_scaling())
 
 
 def usable_cores() -> int:
@@ -49,6 +50,26 @@ def usable_cores() -> int:
 # reproducing the same text. So off is a choice (-fa off), not the default.
 FLASH_ATTN = {"auto": C.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": C.LLAMA_FLASH_ATTN_TYPE_ENABLED,
               "off": C.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+
+# RoPE scaling: positions past a model's training context are ones it never saw. YaRN stretches
+# the trained positions over the context served, but for every prompt, short ones too: on the
+# embedded 135M model (8k trained, 32k served) it lengthened and looped short greedy answers
+# ("What color is the sky?" 8 tokens → 59) while helping past 8k (Codex's recorded 9k-token first
+# turn answered for 8 seeds in 9 with it, 2 in 3 without). So it is a choice; the default is the
+# model's own (the embedded model's loops past 8k are met by its repeat penalty, cli.py).
+ROPE_SCALING = {"none": C.LLAMA_ROPE_SCALING_TYPE_NONE, "linear": C.LLAMA_ROPE_SCALING_TYPE_LINEAR,
+                "yarn": C.LLAMA_ROPE_SCALING_TYPE_YARN}
+
+
+def rope_scaling(mode: str, n_ctx: int, n_ctx_train: int):
+    """The (ROPE_SCALING kind, frequency scale) to give llama.cpp, or None for the model's own
+    (auto: what its GGUF declares, else none); linear/yarn stretch the positions over n_ctx."""
+    if mode == "auto":
+        return None
+    if mode == "none":
+        return "none", 1.0
+    return mode, min(1.0, n_ctx_train / n_ctx)
+
 
 GIB = 1 << 30
 # the default context is never below this: coding agents' first prompts are 20–30k tokens (Claude
@@ -140,12 +161,17 @@ class Model:
                                               for d in ggml.devices() if d.kind != ggml.CPU_DEVICE))
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
-        self.n_ctx = params.n_ctx or max(self.n_ctx_train, MIN_DEFAULT_CTX)
+        self.n_ctx = self._fit_kv(params, params.n_ctx or max(self.n_ctx_train, MIN_DEFAULT_CTX))
+        self.rope = rope_scaling(params.rope_scaling, self.n_ctx, self.n_ctx_train)
         if self.n_ctx > self.n_ctx_train:
-            log.warning("%d tokens per sequence is past the model's training context %d: answers "
-                        "to prompts longer than that may be poor (-c/--ctx-size chooses)",
-                        self.n_ctx, self.n_ctx_train)
-        self.n_ctx = self._fit_kv(params, self.n_ctx)
+            declared = self.meta(f"{self.meta('general.architecture')}.rope.scaling.type")
+            how = (f"{self.rope[0]} rope scaling stretches its positions x{1 / self.rope[1]:.2g}"
+                   if self.rope and self.rope[0] != "none" else
+                   f"its own {declared} rope scaling applies" if self.rope is None
+                   and declared not in (None, "", "none") else "its positions past that are untrained")
+            log.warning("%d tokens per sequence is past the model's training context %d: %s, "
+                        "answers to longer prompts may be poor (-c/--ctx-size, --rope-scaling)",
+                        self.n_ctx, self.n_ctx_train, how)
         self.n_threads = params.n_threads or usable_cores()
         self.ctx = C.llama_init_from_model(self.model, self._context_params())
         if not self.ctx:
@@ -225,6 +251,10 @@ class Model:
         cp.n_threads = cp.n_threads_batch = self.n_threads
         cp.flash_attn_type = FLASH_ATTN[p.flash_attn]
         cp.no_perf = True
+        if self.rope:
+            kind, scale = self.rope
+            cp.rope_scaling_type, cp.rope_freq_scale = ROPE_SCALING[kind], scale
+            cp.yarn_orig_ctx = self.n_ctx_train
         return cp
 
     def close(self) -> None:
