@@ -36,9 +36,9 @@ log = logging.getLogger("unsloth_min")
 # the embedded 135M model loops rather than ends; coding agents ask for 32-64k tokens: without a
 # -n of the user's, it answers at most this many
 EMBEDDED_N_PREDICT = 1024
-# and without a penalty on repeats it loops past its training context more often than not:
-# Codex's 9k-token first turn, 6 seeds, answered 5 times without a penalty and 6 with 1.1 (the
-# live client: 2 in 3 without, 4 in 4 with)
+# and without a penalty on repeats it loops to that cap on coding agents' long prompts: live
+# `codex exec` turns (9k-token prompt) ended by themselves 2 times in 3 without one, 7 in 7 with
+# 1.1 (3 of them with llama.cpp's positions, 4 with --rope-scaling yarn)
 EMBEDDED_REPEAT_PENALTY = 1.1
 SHUTDOWN_GRACE = 5.0  # seconds an in-flight response gets after SIGTERM before it is cancelled
 

@@ -164,14 +164,9 @@ class Model:
         self.n_ctx = self._fit_kv(params, params.n_ctx or max(self.n_ctx_train, MIN_DEFAULT_CTX))
         self.rope = rope_scaling(params.rope_scaling, self.n_ctx, self.n_ctx_train)
         if self.n_ctx > self.n_ctx_train:
-            declared = self.meta(f"{self.meta('general.architecture')}.rope.scaling.type")
-            how = (f"{self.rope[0]} rope scaling stretches its positions x{1 / self.rope[1]:.2g}"
-                   if self.rope and self.rope[0] != "none" else
-                   f"its own {declared} rope scaling applies" if self.rope is None
-                   and declared not in (None, "", "none") else "its positions past that are untrained")
             log.warning("%d tokens per sequence is past the model's training context %d: %s, "
                         "answers to longer prompts may be poor (-c/--ctx-size, --rope-scaling)",
-                        self.n_ctx, self.n_ctx_train, how)
+                        self.n_ctx, self.n_ctx_train, self._positions_past_training())
         self.n_threads = params.n_threads or usable_cores()
         self.ctx = C.llama_init_from_model(self.model, self._context_params())
         if not self.ctx:
@@ -205,6 +200,15 @@ class Model:
                                    f"--extra-bufts {self.placement.mode}: try --extra-bufts off"
                                    + (" or -ngl 0" if self.offloading else ""))
         C.llama_memory_clear(self.memory, True)
+
+    def _positions_past_training(self) -> str:
+        """What becomes of the positions past the training context, for the start's warning."""
+        if self.rope and self.rope[0] != "none":
+            return f"{self.rope[0]} rope scaling stretches its positions x{1 / self.rope[1]:.2g}"
+        declared = self.meta(f"{self.meta('general.architecture')}.rope.scaling.type")
+        if self.rope is None and declared not in (None, "", "none"):
+            return f"its own {declared} rope scaling applies"
+        return "its positions past that are untrained"
 
     def kv_bytes_per_token(self) -> int:
         """An estimate of one KV cell (f16 K and V on every layer), from the model's shape."""
