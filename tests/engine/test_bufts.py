@@ -91,6 +91,7 @@ LOAD = """
 import sys
 from unsloth_min.engine.model import Model, ModelParams
 m = Model(ModelParams(path=sys.argv[1], n_ctx=256, n_parallel=1, extra_bufts=sys.argv[2]))
+m.warm_up()  # (the server's worker does this at start)
 prompt = m.tokenize("The capital of France is", add_bos=m.add_bos)
 print(m.placement.mode, len(m.placement.patterns), len(prompt))
 """
@@ -111,7 +112,7 @@ def q4_0_model(tmp_path_factory):
 @pytest.mark.model
 @pytest.mark.parametrize("mode", ["auto", "off", "repack"])
 def test_each_safe_mode_loads_warms_up_and_decodes(q4_0_model, mode):
-    """The warm-up in Model() decodes a batch and a token; on an AMX machine `on` dies there."""
+    """The warm-up decodes a batch and a token; on an AMX machine `on` dies there."""
     for path in (embedded_model_path(), q4_0_model):
         want = choose(mode, path, False)  # (reads the header only)
         done = subprocess.run([sys.executable, "-c", LOAD, path, mode], capture_output=True,

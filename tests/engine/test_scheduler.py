@@ -52,3 +52,29 @@ def test_a_retry_resumes_the_prefill_its_cancelled_request_left(model):
         assert retry.slot is first.slot
     finally:
         scheduler.close()
+
+
+def test_every_decode_runs_on_the_worker_thread_the_warm_up_included(monkeypatch):
+    """llama.cpp's CPU backend keeps an OpenMP thread team per thread that calls llama_decode;
+    a second team (a warm-up on the loading thread) throttled every later decode to half speed or
+    less. The server loads on a pool thread (asyncio.to_thread): so does this test."""
+    import llama_cpp as C
+    callers: list[int] = []
+    decode = C.llama_decode
+    monkeypatch.setattr(C, "llama_decode", lambda ctx, b: callers.append(threading.get_ident())
+                        or decode(ctx, b))
+    built: list = []
+    loader = threading.Thread(target=lambda: built.append(Scheduler(Model(ModelParams(
+        embedded_model_path(), n_ctx=512, n_parallel=1)))))
+    loader.start()
+    loader.join()
+    scheduler = built[0]
+    try:
+        assert len(callers) >= 2  # the warm-up: a batch, then one token
+        seq, events, done = sequence(scheduler.model.tokenize("Hello there", add_bos=True))
+        scheduler.submit(seq)
+        assert done.wait(60) and isinstance(events[-1], Finish)
+        assert set(callers) == {scheduler._thread.ident}
+    finally:
+        scheduler.close()
+        scheduler.model.close()

@@ -164,7 +164,11 @@ class Engine:
         self.think_format = detect_think_format(self.template.source)
         self.call_format = self.tool_format or HERMES  # the template's, or the one we describe
         self.special = self._marker_tokens()
-        self.scheduler = Scheduler(self.model, opts.max_queue)
+        try:
+            self.scheduler = Scheduler(self.model, opts.max_queue)  # (it warms the model up)
+        except Exception:
+            self._free_model()
+            raise
         self._mailboxes: dict[asyncio.AbstractEventLoop, Mailbox] = {}
         self.gone: str | None = None  # why llama.cpp can run no more (it aborted)
         self.on_gone: Callable[[str], None] | None = None  # told once, from the failing thread
@@ -206,6 +210,9 @@ class Engine:
         self.scheduler.close()
         for box in self._mailboxes.values():
             box.close()
+        self._free_model()
+
+    def _free_model(self) -> None:
         if self.vision is not None:
             self.vision.close()
         self.model.close()

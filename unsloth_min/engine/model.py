@@ -178,16 +178,19 @@ class Model:
         # microseconds with the caches cold from the decode), so each answer is kept
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._eog: dict[int, bool] = {}
-        try:
-            self.warm_up()
-        except Exception:
-            self.close()
-            raise
 
     def warm_up(self) -> None:
         """Decode a short batch, then one token, and forget them (llama-server does one too): a
         kernel that fails on this machine fails here, at start, not on a user's request. A batch
-        of several tokens takes the prompt path (the AMX kernels crash there), one the decode path."""
+        of several tokens takes the prompt path (the AMX kernels crash there), one the decode path.
+
+        Call it on the thread that decodes afterwards (the scheduler's worker), never on another:
+        llama.cpp's CPU backend runs each graph on an OpenMP team, and libgomp keeps one team per
+        calling thread for as long as that thread lives. Two teams of n_threads on n_threads
+        cores are more OpenMP threads than CPUs, and libgomp then spins 100 times instead of
+        300,000 before it sleeps (GOMP_SPINCOUNT in its manual): the barriers between a decode's
+        graph nodes sleep and wake in the kernel. A warm-up on the loading thread (a pool thread
+        that stays alive) took single-stream decode from 100 to 54 tok/s on a 2-core EPYC."""
         text = "The warm-up decode checks that this machine runs the model."
         tokens = self.tokenize(text, add_bos=self.add_bos)[:WARM_UP_TOKENS]
         arr = (C.llama_token * len(tokens))(*tokens)

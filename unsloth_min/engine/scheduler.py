@@ -115,7 +115,13 @@ class Scheduler:
         self._outbox: list[tuple[Sequence, object]] = []  # events of this step, not yet handed over
         self.times = StepTimes()
         self._thread = threading.Thread(target=self._run, name="unsloth-engine", daemon=True)
+        self._warmed = threading.Event()
+        self._warm_up_error: Exception | None = None
         self._thread.start()
+        self._warmed.wait()
+        if self._warm_up_error is not None:  # the worker has ended: nothing to stop
+            C.llama_batch_free(self._batch)
+            raise self._warm_up_error
 
     # ---- called from other threads ---------------------------------------------------------------
     def submit(self, seq: Sequence) -> None:
@@ -156,6 +162,13 @@ class Scheduler:
 
     # ---- the worker thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        try:  # on this thread, which decodes from now on (Model.warm_up says why)
+            self.model.warm_up()
+        except Exception as e:
+            self._warm_up_error = e
+            return
+        finally:
+            self._warmed.set()
         while True:
             if not self._active():  # (while sequences run, the next step hands the events over)
                 self._flush()
