@@ -17,7 +17,7 @@ CLAUDE_CODE_VERSION ?= 2.1.332
 CODEX_VERSION       ?= 0.171.0
 OPENCODE_VERSION    ?= 1.18.33
 
-.PHONY: install install-rpc run test test-fast test-rpc soak fuzz bench e2e-clients clean
+.PHONY: install install-rpc run test test-fast test-rpc soak fuzz bench bench-quick e2e-clients clean
 
 install: $(STAMP)
 
@@ -83,6 +83,12 @@ e2e-clients: install
 # LLAMA_SERVER=path/to/llama-server adds llama.cpp's server to the comparison (bench/README.md)
 bench: install
 	$(BIN)/python bench/bench.py $(if $(LLAMA_SERVER),--llama-server $(LLAMA_SERVER))
+
+# Before every stop that touches engine/, cli.py, config.py or the scheduler (under a minute):
+# single-stream decode, ours against llama-cpp-python in-process, interleaved rounds; prints the
+# ratio. Below about 0.95x is a regression (a warm-up on the wrong thread once halved it).
+bench-quick: install
+	$(BIN)/python bench/bench.py --runs 5 --tokens 128 --decode-only | tail -n 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info
