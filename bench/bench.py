@@ -47,12 +47,12 @@ FACTS = " ".join(f"Fact {i}: the lighthouse on island {i} was painted in the yea
 class Server:
     """A server process on a free port with helpers for streamed chat requests."""
 
-    def __init__(self, cmd: list[str], port: int):
+    def __init__(self, cmd: list[str], port: int, home: str | None = None):
         self.port = port
-        home = tempfile.mkdtemp()
+        home = home or tempfile.mkdtemp()
         env = dict(os.environ, UNSLOTH_MIN_HOME=home)
         self.log = os.path.join(home, "server.log")
-        with open(self.log, "wb") as log:
+        with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -99,11 +99,14 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mib(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        """The peak RSS of the server: ours is the supervisor's child, so the largest of the family."""
+        pids = [self.proc.pid]
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        return max(_vm_hwm_mib(pid) for pid in pids)
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -111,6 +114,17 @@ class Server:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def _vm_hwm_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def free_port() -> int:

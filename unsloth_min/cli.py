@@ -24,7 +24,7 @@ from .app import App
 from .auth import KEY_PREFIX, Authenticator, KeyRecord, KeyStore, KeyStoreError, default_home, ensure_key
 from .config import Config, parse_config
 from .core import Sampling
-from .engine import Engine, EngineOptions, embedded_model_path
+from .engine import CacheOptions, Engine, EngineOptions, embedded_model_path
 from .engine.model import ModelParams
 from .guard import Guard, check_bind
 from .http import HttpServer
@@ -60,7 +60,9 @@ def engine_options(cfg: Config) -> EngineOptions:
                           max_tokens=cfg.max_tokens, repetition_penalty=cfg.repeat_penalty or (
                               None if cfg.model else EMBEDDED_REPEAT_PENALTY)),
         reasoning=cfg.reasoning == "on", chat_template=template, max_queue=cfg.max_queue,
-        mmproj=cfg.mmproj, n_predict=cfg.n_predict or (None if cfg.model else EMBEDDED_N_PREDICT))
+        mmproj=cfg.mmproj, n_predict=cfg.n_predict or (None if cfg.model else EMBEDDED_N_PREDICT),
+        cache=CacheOptions(ram_mib=cfg.cache_ram, disk_gib=cfg.cache_disk,
+                           folder=cfg.cache_dir or str(default_home() / "prompt-cache")))
 
 
 def tool_options(cfg: Config) -> ToolOptions:

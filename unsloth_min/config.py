@@ -57,6 +57,9 @@ class Config:
     allowed_host: list[str] = field(default_factory=list)  # extra Host names (DNS rebinding)
     cors_origin: list[str] = field(default_factory=list)  # origins browsers may call us from
     restart: int = 0                # crashes survived by starting a new server process
+    cache_ram: int | None = None    # MiB of prompt states kept in RAM; None → engine/__init__.py
+    cache_disk: float = 8.0         # GiB of prompt states on disk; 0 → none
+    cache_dir: str | None = None    # None → $UNSLOTH_MIN_HOME/prompt-cache
     key_shown: bool = False         # (child) the supervisor printed a newly minted key
     listen_fd: int | None = None    # (child) the supervisor's listening socket
     ready_fd: int | None = None     # (child) where to say "ready"
@@ -162,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--restart", type=_positive(int), default=d.restart, metavar="N",
       help="when a fault inside llama.cpp kills the server process, start a new one, up to N "
            "times (default %(default)s: report the cause and exit)")
+    a("--cache-ram", type=_positive(int), default=d.cache_ram, metavar="MiB",
+      help="prompt states kept in RAM beyond the slots, least recently used out first; 0 turns "
+           "it off (default: a quarter of the RAM free after loading, at most 8192)")
+    a("--cache-disk", type=_positive(float), default=d.cache_disk, metavar="GiB",
+      help="long prompt states also kept on disk, across restarts (default %(default)s; 0: none)")
+    a("--cache-dir", default=d.cache_dir, metavar="DIR",
+      help="folder of the disk prompt cache (default: $UNSLOTH_MIN_HOME/prompt-cache)")
     for hidden in ("--listen-fd", "--ready-fd"):  # set by the supervisor for its child
         a(hidden, type=int, default=None, help=argparse.SUPPRESS)
     a("--key-shown", action="store_true", help=argparse.SUPPRESS)

@@ -74,7 +74,8 @@ def usage(body: dict) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def first_answers(vision_server):
-    """In this order on a fresh server: no image, GRADIENT, INVERSE (2 slots: the same one reused)."""
+    """In this order on a fresh server: no image, GRADIENT, INVERSE (2 slots: INVERSE takes the
+    least recently used, the no-image one's)."""
     return [chat(vision_server), chat(vision_server, data_uri(GRADIENT)),
             chat(vision_server, data_uri(INVERSE))]
 
@@ -89,10 +90,13 @@ def test_prefix_cache_keeps_images_apart(vision_server, first_answers):
     plain, a, b = first_answers
     n_prompt, cached = usage(b)
     assert cached < n_prompt - N_IMAGE  # B after A: only the text before the image is reused
-    again = chat(vision_server, data_uri(GRADIENT))  # after B: B's image must not be taken for A's
-    assert answer(again) == answer(a) and usage(again)[1] < n_prompt - N_IMAGE
-    cached = chat(vision_server, data_uri(GRADIENT))  # right after A: the image's KV is reused
-    assert answer(cached) == answer(a) and usage(cached) == (n_prompt, n_prompt - 1)
+    # each took a slot of its own (the least recently used): each comes back to its own cells
+    for image, first in ((GRADIENT, a), (INVERSE, b)):
+        again = chat(vision_server, data_uri(image))
+        assert answer(again) == answer(first) and usage(again) == (n_prompt, n_prompt - 1)
+    chat(vision_server)  # takes A's slot, the least recently used
+    again = chat(vision_server, data_uri(GRADIENT))  # only B's slot has the text before the image:
+    assert answer(again) == answer(a) and usage(again)[1] < n_prompt - N_IMAGE  # not B's image
 
 
 def test_url_image_streamed(vision_server, first_answers, image_url):

@@ -38,6 +38,7 @@ from .formats import (HERMES, detect_think_format, detect_tool_format, fold_syst
 from .grammar import build_grammar
 from .model import Model, ModelParams
 from .output import OutputParser
+from .prompt_cache import CacheOptions, build_cache
 from .scheduler import MAX_QUEUE, Scheduler, Sequence
 from .template import CHATML, ChatTemplate, TemplateError
 from .vision import MediaChunk, Vision
@@ -84,6 +85,7 @@ class EngineOptions:
     max_queue: int = MAX_QUEUE
     mmproj: str | None = None  # vision projector GGUF
     n_predict: int | None = None  # a cap on any request's generated tokens (llama-server's -n)
+    cache: CacheOptions = CacheOptions(ram_mib=0)  # prompt states beyond the slots (the server's: cli.py)
 
 
 _LIBC = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL (a CDLL one, like socket.send, drops it)
@@ -164,8 +166,9 @@ class Engine:
         self.think_format = detect_think_format(self.template.source)
         self.call_format = self.tool_format or HERMES  # the template's, or the one we describe
         self.special = self._marker_tokens()
+        self.cache = build_cache(self.model, opts.cache)
         try:
-            self.scheduler = Scheduler(self.model, opts.max_queue)  # (it warms the model up)
+            self.scheduler = Scheduler(self.model, opts.max_queue, self.cache)  # (it warms the model up)
         except Exception:
             self._free_model()
             raise
@@ -213,6 +216,7 @@ class Engine:
         self._free_model()
 
     def _free_model(self) -> None:
+        self.cache.close()  # (queued disk writes finish first)
         if self.vision is not None:
             self.vision.close()
         self.model.close()

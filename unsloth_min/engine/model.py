@@ -264,6 +264,13 @@ class Model:
             cp.yarn_orig_ctx = self.n_ctx_train
         return cp
 
+    def layout(self) -> dict:
+        """What a saved sequence state depends on besides the model file and llama.cpp's build."""
+        p = self.params
+        return {"n_ctx": self.n_ctx, "n_seq": p.n_parallel, "kv_type": "f16", "flash_attn": p.flash_attn,
+                "rope": self.rope, "n_gpu_layers": p.n_gpu_layers if self.offloading else 0,
+                "placement": self.placement.mode, "rpc": list(p.rpc), "tensor_split": list(p.tensor_split)}
+
     def close(self) -> None:
         if getattr(self, "ctx", None):
             C.llama_free(self.ctx)

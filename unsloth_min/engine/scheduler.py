@@ -2,8 +2,9 @@
 
 Strategy: the model has `n_parallel` slots, each a llama.cpp sequence id with its own KV cells.
 A request becomes a `Sequence`; it waits in a FIFO queue (bounded: beyond it, 503) until a slot is
-free, takes the free slot whose cached tokens share the longest prefix with its prompt, and
-evaluates only the rest. Each step builds one `llama_batch`: one token for every decoding sequence,
+free, takes the free slot whose cached tokens share the longest prefix with its prompt (else the
+least recently used), lets the prompt cache (prompt_cache.py) put a longer prefix there from RAM,
+disk or a busy slot, and evaluates only the rest, its last token in a step of its own. Each step builds one `llama_batch`: one token for every decoding sequence,
 then prompt chunks of prefilling ones in the room left (chunked prefill, so a long prompt never
 stalls running streams), one `llama_decode`, then one sample per sequence with its own sampler
 chain. Events leave through each sequence's `emit` callback (thread-safe, set by the caller),
@@ -26,87 +27,35 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 import llama_cpp as C
 
-from ..core import ApiError, Finish, Sampling, TextDelta, Usage
+from ..core import ApiError, Finish, TextDelta, Usage
 from .constrain import Candidates, Constraint, sample
-from .grammar import Grammar
 from .model import Model
+from .prompt_cache import DISK_MIN_TOKENS, PromptCache
+from .sequence import Sequence, Slot, StepTimes, common_prefix
 from .textstream import TextStream
 
 log = logging.getLogger("unsloth_min.engine")
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
 PENALTY_LAST_N = 64       # llama.cpp's default window for repetition penalties
 MAX_QUEUE = 128           # waiting requests before a 503: 100 concurrent clients all get served
-
-
-@dataclass(eq=False)
-class Sequence:
-    prompt: list[int]
-    sampling: Sampling           # complete: merged with the server defaults
-    max_tokens: int
-    emit: Callable[[object], None]
-    grammar: Grammar | None = None  # constrains the answer (eager, or lazy with triggers)
-    special: frozenset = frozenset()  # control tokens shown as text (format markers)
-    media: dict = field(default_factory=dict)  # prompt index → image chunk (n_tokens, evaluate())
-    cancelled: bool = False
-    stop: bool = False           # set by the consumer: finish ("stop") instead of the next token
-    # scheduler state
-    n_done: int = 0              # prompt tokens already in the KV cache
-    cached: int = 0              # of which reused from an earlier request
-    n_generated: int = 0
-    last: int = -1               # the sampled token still to be decoded
-    sampler: object = None
-    constraint: object = None    # the grammar, kept out of the chain (constrain.Constraint)
-    text: TextStream = field(default=None)
-    slot: "Slot" = None
-
-    @property
-    def prefilling(self) -> bool:
-        return self.n_done < len(self.prompt)
-
-
-@dataclass(eq=False)
-class Slot:
-    seq_id: int
-    tokens: list[int] = field(default_factory=list)  # exactly the tokens whose KV this slot holds
-    seq: Sequence | None = None
-
-
-@dataclass
-class StepTimes:
-    """Where the worker's time goes, summed over the server's life and logged at shutdown (the
-    Python per token against the decode). `python` is the step's own work: building the batch,
-    detokenizing, stop strings, handing events over; `sample` is sampling, mostly llama.cpp's."""
-    steps: int = 0
-    tokens: int = 0      # sampled
-    decode: float = 0.0  # seconds inside llama_decode (prompt chunks included)
-    sample: float = 0.0
-    python: float = 0.0
-
-    def summary(self) -> str:
-        per = 1000 / max(self.tokens, 1)
-        return (f"{self.tokens} tokens in {self.steps} steps; per sampled token: llama_decode "
-                f"{self.decode * per:.2f} ms, sampling {self.sample * per:.3f} ms, "
-                f"scheduler Python {self.python * per:.3f} ms")
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+MIN_REUSE = 64            # shared tokens that make a free slot a sequence's own (Scheduler._affinity)
+# From this many prompt tokens, the last one is decoded in a step of its own, as when the rest came
+# from a cache: llama.cpp's CPU attention sums differently for a query among 64 or more (tiled)
+# than for one alone (split over the KV cells past 512), and a greedy answer may flip on that.
+# One decode step more (~10 ms on the embedded model) buys the same text cold, warm and restored.
+LAST_ALONE_FROM = 64
 
 
 class Scheduler:
-    def __init__(self, model: Model, max_queue: int = MAX_QUEUE):
+    def __init__(self, model: Model, max_queue: int = MAX_QUEUE, cache: PromptCache | None = None):
         self.model = model
         self.max_queue = max_queue
+        self.cache = cache or PromptCache(model, 0)  # (without RAM or disk: copies from busy slots)
         self.slots = [Slot(i) for i in range(model.params.n_parallel)]
+        self._clock = 0  # slot uses so far: Slot.used
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._cv = threading.Condition()
         self._stop = False
@@ -154,7 +103,9 @@ class Scheduler:
             self._stop = True
             self._cv.notify()
         self._thread.join(timeout=10)
-        C.llama_batch_free(self._batch)
+        if self._batch is not None:  # (a second close frees nothing)
+            C.llama_batch_free(self._batch)
+            self._batch = None
 
     @property
     def busy(self) -> int:
@@ -207,14 +158,31 @@ class Scheduler:
             if not free:
                 return
             self._waiting.popleft()
-            slot = max(free, key=lambda s: common_prefix(s.tokens, seq.prompt))
-            self._attach(seq, slot)
+            self._attach(seq, max(free, key=lambda s: self._affinity(s, seq)))
+
+    @staticmethod
+    def _affinity(slot: Slot, seq: Sequence) -> tuple[int, int]:
+        """The free slot to take: the longest shared prefix, counted from MIN_REUSE tokens (a
+        chat template's opening line is no conversation), else the least recently used (empty
+        ones first): a returning conversation then finds its slot as often as possible."""
+        n = common_prefix(slot.tokens, seq.prompt)
+        return (n if n >= MIN_REUSE else 0), -slot.used
+
+    @staticmethod
+    def _usable(seq: Sequence, n: int) -> int:
+        """How much of `n` shared tokens a sequence may take from a cache."""
+        n = min(n, len(seq.prompt) - 1)  # the last prompt token is always decoded: it gives logits
+        return next((s for s, m in seq.media.items() if s < n < s + m.n_tokens), n)  # no half images
 
     def _attach(self, seq: Sequence, slot: Slot) -> None:
-        n = common_prefix(slot.tokens, seq.prompt)
-        n = min(n, len(seq.prompt) - 1)  # the last prompt token is always decoded: it gives logits
-        n = next((s for s, m in seq.media.items() if s < n < s + m.n_tokens), n)  # no half images
-        C.llama_memory_seq_rm(self.model.memory, slot.seq_id, n, -1)
+        self._clock += 1
+        slot.used = self._clock
+        usable = lambda k: self._usable(seq, k)  # noqa: E731
+        busy = [s for s in self.slots if s.seq is not None]
+        n = self.cache.fill(slot, seq.prompt, usable(common_prefix(slot.tokens, seq.prompt)), busy, usable)
+        if not C.llama_memory_seq_rm(self.model.memory, slot.seq_id, n, -1):  # cells that cannot
+            C.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)     # be cut (recurrent)
+            n = 0
         del slot.tokens[n:]
         seq.n_done = seq.cached = n
         seq.slot, slot.seq = slot, seq
@@ -260,6 +228,22 @@ class Scheduler:
         """One llama_decode for every running sequence, then one sample each."""
         self._prefill_media()  # (image encoding: not in `times`)
         start = time.perf_counter()
+        outputs = self._plan()
+        if self._batch.n_tokens == 0:
+            return
+        self._flush()
+        t0 = time.perf_counter()
+        rc = C.llama_decode(self.model.ctx, self._batch)
+        decode = time.perf_counter() - t0
+        if rc != 0:
+            raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
+        self._checkpoint(outputs)
+        sampling = self._sample_all(outputs)
+        self.times.add(len(outputs), decode, sampling, time.perf_counter() - start)
+
+    def _plan(self) -> list[tuple[Sequence, int]]:
+        """Fill the batch: one token for every decoding sequence, then prompt chunks in the room
+        left. Returns (sequence, logits index) for each sequence that samples after this decode."""
         b, n_ctx = self._batch, self.model.n_ctx
         b.n_tokens = 0
         outputs: list[tuple[Sequence, int]] = []
@@ -274,22 +258,26 @@ class Scheduler:
         for seq in self._active():
             if not seq.prefilling or room <= 0:
                 continue
-            end = min(len(seq.prompt), seq.n_done + room,
-                      min((s for s in seq.media if s > seq.n_done), default=len(seq.prompt)))
+            n = len(seq.prompt)
+            last = n - 1 if n >= LAST_ALONE_FROM and seq.n_done < n - 1 else n
+            end = min(last, seq.n_done + room, min((s for s in seq.media if s > seq.n_done), default=n))
             for i in range(seq.n_done, end):
                 idx = self._add(seq.slot, seq.prompt[i], i == len(seq.prompt) - 1)
             room -= end - seq.n_done
             seq.n_done = end
             if not seq.prefilling:
                 outputs.append((seq, idx))
-        if b.n_tokens == 0:
-            return
-        self._flush()
-        t0 = time.perf_counter()
-        rc = C.llama_decode(self.model.ctx, b)
-        t1 = time.perf_counter()
-        if rc != 0:
-            raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
+        return outputs
+
+    def _checkpoint(self, outputs: list[tuple[Sequence, int]]) -> None:
+        """A long prefill just done is kept (prompt_cache.py): a fifth conversation or a restart
+        will not cost it again."""
+        for seq, _ in outputs:
+            if seq.last < 0 and len(seq.prompt) - seq.cached >= DISK_MIN_TOKENS:
+                self.cache.save(seq.slot.seq_id, seq.slot.tokens)
+
+    def _sample_all(self, outputs: list[tuple[Sequence, int]]) -> float:
+        """Sample each sequence's next token and pass it on; the seconds spent sampling."""
         sampling = 0.0
         for seq, idx in outputs:
             if not seq.cancelled:
@@ -297,12 +285,7 @@ class Scheduler:
                 token = self._sample(seq, idx)
                 sampling += time.perf_counter() - ts
                 self._on_token(seq, token)
-        times = self.times
-        times.steps += 1
-        times.tokens += len(outputs)
-        times.decode += t1 - t0
-        times.sample += sampling
-        times.python += time.perf_counter() - start - (t1 - t0) - sampling
+        return sampling
 
     def _sample(self, seq: Sequence, idx: int) -> int:
         c = seq.constraint
