@@ -1,12 +1,13 @@
 """An agent's sessions against the prompt cache: ours and llama-server's, in one run.
 
 Usage:
-  .venv/bin/python bench/agent.py [--llama-server PATH] [--threads N] [--tokens 16]
+  .venv/bin/python bench/agent.py [--llama-server PATH] [--threads N]
                                   [--fixture tests/fixtures/clients/claude-code-2.1.332-2.json]
 
 Replays a recorded Claude Code request (its system text and tools: ~12.5k tokens with the embedded
-model's tokenizer) as a coding agent's sessions, streamed over /v1/messages, and prints the time to
-the first token of each step for each server:
+model's tokenizer) as a coding agent's sessions over /v1/messages, and prints each step's time to
+the first token for each server (a request for one token, start to end: the prompt's work, whatever
+the model would write first; the assistant turns appended are a fixed answer):
   A1 session A, turn 1, cold          A2 its turn 2 (its answer and a new question appended)
   B1 a new session (another billing line and question: the client prompt is the same)
   X0-X3 four other ~2k-token conversations (each takes a slot: with 4 slots, A's is gone)
@@ -54,35 +55,26 @@ def other(i: int) -> dict:
     return {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": facts + "\nSummarize."}]}
 
 
-def step(port: int, body: dict, tokens: int) -> tuple[float, int, str]:
-    """(seconds to the first token, cached prompt tokens, the answer) of one streamed request."""
-    body = dict(body, stream=True, max_tokens=tokens, temperature=0)
+def step(port: int, body: dict) -> tuple[float, int]:
+    """(seconds to the first token, cached prompt tokens) of a one-token request."""
+    body = dict(body, stream=False, max_tokens=1, temperature=0)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
     t0 = time.perf_counter()
     conn.request("POST", "/v1/messages", body=json.dumps(body),
                  headers={"Content-Type": "application/json", "x-api-key": KEY,
                           "anthropic-version": "2023-06-01"})
     resp = conn.getresponse()
-    if resp.status != 200:
-        raise RuntimeError(f"{resp.status}: {resp.read()[:300]!r}")
-    first, cached, text = None, 0, []
-    for line in resp:
-        if not line.startswith(b"data: "):
-            continue
-        ev = json.loads(line[6:])
-        usage = (ev.get("message") or {}).get("usage") or ev.get("usage") or {}
-        cached = usage.get("cache_read_input_tokens") or cached
-        delta = ev.get("delta") or {}
-        if delta.get("type") in ("text_delta", "thinking_delta", "input_json_delta"):
-            first = first or time.perf_counter() - t0
-            text.append(delta.get("text") or delta.get("thinking") or delta.get("partial_json") or "")
+    data = resp.read()
+    seconds = time.perf_counter() - t0
     conn.close()
-    return first if first is not None else time.perf_counter() - t0, cached, "".join(text)
+    if resp.status != 200:
+        raise RuntimeError(f"{resp.status}: {data[:300]!r}")
+    return seconds, json.loads(data)["usage"].get("cache_read_input_tokens") or 0
 
 
-def turn(body: dict, answer: str, question: str) -> dict:
+def turn(body: dict, question: str) -> dict:
     body = copy.deepcopy(body)
-    body["messages"] += [{"role": "assistant", "content": answer or "Hello."},
+    body["messages"] += [{"role": "assistant", "content": "Hello! How can I help you today?"},
                          {"role": "user", "content": question}]
     return body
 
@@ -91,7 +83,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--llama-server", default=None)
     ap.add_argument("--threads", type=int, default=usable_cores())
-    ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--fixture", default=FIXTURE)
     args = ap.parse_args()
     model = embedded_model_path()
@@ -108,29 +99,27 @@ def main() -> None:
     servers = {name: Server(cmd, ports[name], home) for name, cmd in commands.items()}
     rows: list[tuple[str, dict]] = []
 
-    def run(label: str, body_of) -> None:
+    def run(label: str, body: dict) -> None:
         row = {}
         for name in servers:
-            body = body_of(name)
-            ttft, cached, answer = step(ports[name], body, args.tokens)
-            row[name] = (ttft, cached, answer)
+            row[name] = ttft, cached = step(ports[name], body)
             print(f"{label:4} {name:12} TTFT {ttft:8.2f} s  cached {cached:6}", flush=True)
         rows.append((label, row))
 
     a1 = session(fixture, "a01")
-    run("A1", lambda n: a1)
-    a2 = {n: turn(a1, rows[-1][1][n][2], "Now say goodbye.") for n in servers}
-    run("A2", lambda n: a2[n])
-    run("B1", lambda n: session(fixture, "b02"))
+    run("A1", a1)
+    a2 = turn(a1, "Now say goodbye.")
+    run("A2", a2)
+    run("B1", session(fixture, "b02"))
     for i in range(4):
-        run(f"X{i}", lambda n, i=i: other(i))
-    a3 = {n: turn(a2[n], rows[1][1][n][2], "And once more, briefly.") for n in servers}
-    run("A3", lambda n: a3[n])
+        run(f"X{i}", other(i))
+    a3 = turn(a2, "And once more, briefly.")
+    run("A3", a3)
     rss = {n: s.peak_rss_mib() for n, s in servers.items()}
     for s in servers.values():
         s.close()
     servers = {name: Server(cmd, ports[name], home) for name, cmd in commands.items()}
-    run("C1", lambda n: session(fixture, "c03"))
+    run("C1", session(fixture, "c03"))
     for s in servers.values():
         s.close()
     disk = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in

@@ -141,25 +141,9 @@ class Model:
         _init_backend()
         ggml.on_abort(_abort_while_loading)  # the engine takes over once it serves
         self.params = params
-        if params.rpc:
-            rpc.add_servers(params.rpc)
-        mp = C.llama_model_default_params()
-        mp.n_gpu_layers = 999 if params.n_gpu_layers < 0 else params.n_gpu_layers
-        # a device to offload to: a GPU, or an RPC server (llama_supports_gpu_offload() is true
-        # for any build with the RPC backend, servers or not)
-        self.offloading = params.n_gpu_layers != 0 and bufts.gpu_free_memory() is not None
-        self.placement = bufts.choose(params.extra_bufts, params.path, self.offloading)
-        self.placement.apply(mp)
-        self._split = split_array(params.tensor_split)
-        if self._split is not None:
-            mp.tensor_split = self._split
-        self.model = C.llama_model_load_from_file(params.path.encode(), mp)
-        if not self.model:
-            raise RuntimeError(f"could not load model {params.path}")
-        if params.rpc:
-            log.info("devices: %s", ", ".join(f"{d.name} {d.description} ({d.free >> 20} MiB free)"
-                                              for d in ggml.devices() if d.kind != ggml.CPU_DEVICE))
+        self.model = self._load_weights(params)
         self.vocab = C.llama_model_get_vocab(self.model)
+        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
         self.n_ctx = self._fit_kv(params, params.n_ctx or max(self.n_ctx_train, MIN_DEFAULT_CTX))
         self.rope = rope_scaling(params.rope_scaling, self.n_ctx, self.n_ctx_train)
@@ -173,11 +157,32 @@ class Model:
             C.llama_model_free(self.model)
             raise RuntimeError("could not create the llama.cpp context (out of memory?)")
         self.memory = C.llama_get_memory(self.ctx)
-        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
         # per-token lookups the worker makes after every decode: one ctypes call each (tens of
         # microseconds with the caches cold from the decode), so each answer is kept
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._eog: dict[int, bool] = {}
+
+    def _load_weights(self, params: ModelParams):
+        """The llama.cpp model: RPC servers added, weights placed (bufts.py) and split."""
+        if params.rpc:
+            rpc.add_servers(params.rpc)
+        mp = C.llama_model_default_params()
+        mp.n_gpu_layers = 999 if params.n_gpu_layers < 0 else params.n_gpu_layers
+        # a device to offload to: a GPU, or an RPC server (llama_supports_gpu_offload() is true
+        # for any build with the RPC backend, servers or not)
+        self.offloading = params.n_gpu_layers != 0 and bufts.gpu_free_memory() is not None
+        self.placement = bufts.choose(params.extra_bufts, params.path, self.offloading)
+        self.placement.apply(mp)
+        self._split = split_array(params.tensor_split)  # (kept: llama.cpp reads it while loading)
+        if self._split is not None:
+            mp.tensor_split = self._split
+        model = C.llama_model_load_from_file(params.path.encode(), mp)
+        if not model:
+            raise RuntimeError(f"could not load model {params.path}")
+        if params.rpc:
+            log.info("devices: %s", ", ".join(f"{d.name} {d.description} ({d.free >> 20} MiB free)"
+                                              for d in ggml.devices() if d.kind != ggml.CPU_DEVICE))
+        return model
 
     def warm_up(self) -> None:
         """Decode a short batch, then one token, and forget them (llama-server does one too): a
