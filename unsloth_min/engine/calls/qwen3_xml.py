@@ -24,7 +24,7 @@ import json
 import re
 
 from ...core import Tool
-from ..gbnf import GAP, WS_SET, Rules, literal, log, prefix_regex, regex_escape, tool_schema
+from ..gbnf import GAP, WS_SET, Rules, literal, log, prefix_regex, regex_escape, text_until, tool_schema
 from ..textstream import partial_suffix
 from .base import WS, State, Step
 from .hermes import Hermes
@@ -112,13 +112,21 @@ class XmlReader:
 
 class Qwen3Xml(Hermes):
     name = "qwen3_xml"
+    more_opens = (FUNC,)
+    calls_end_thinking = True
+    signature = ("<tool_call>", "<function=")
 
-    def begin(self, s: str, listed: bool, schemas: dict) -> Step | None:
+    def detect(self, source: str) -> bool:  # (not GLM-style templates that write no newlines)
+        return super().detect(source) and "'<tool_call><function=' ~ tool_call.name ~ '>'" not in source
+
+    def begin(self, s: str, listed: bool, schemas: dict, marker: str = "") -> Step | None:
+        if marker == FUNC:  # (a call without `<tool_call>`, as Qwen3-Coder sometimes writes)
+            return Step(0, State.CALL, XmlReader(self.close, schemas))
         if s.startswith(FUNC):
             return Step(len(FUNC), State.CALL, XmlReader(self.close, schemas))
         if FUNC.startswith(s):
             return None
-        return super().begin(s, listed, schemas)
+        return super().begin(s, listed, schemas, marker)
 
     def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
         return xml_call(rules, tool, i)
@@ -136,15 +144,8 @@ QWEN3_XML = Qwen3Xml()
 
 # ---- the forced grammar --------------------------------------------------------------------------
 def xml_text(rules: Rules) -> str:
-    """Raw text that never contains `</parameter>`: a matcher for that marker, one rule per state
-    (xml-tK: the text so far ends in the marker's first K characters), any state may end."""
-    m = PARAM_END  # `<` occurs only first in it: a mismatch restarts at `<` (xml-t1) or at nothing
-    for k, c in enumerate(m):
-        alts = ['"<" xml-t1', f"[^<{c}] xml-t0" if k else "[^<] xml-t0"]
-        if 0 < k < len(m) - 1:  # the marker's last character is the one never allowed
-            alts.insert(0, f"{literal(c)} xml-t{k + 1}")
-        rules.add(f"xml-t{k}", "( " + " | ".join(alts) + " )?")
-    return "xml-t0"
+    """Raw text that never contains `</parameter>`."""
+    return text_until(rules, PARAM_END, "xml-t")
 
 
 def xml_value_rule(rules: Rules, schema, name: str) -> str | None:
