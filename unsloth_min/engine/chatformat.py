@@ -86,8 +86,11 @@ class ChatFormat:
         else:
             shown = replace(req, messages=messages, tools=offered)
         fmt = self.call_format
+        context = fmt.context(shown, thinking)
+        if req.reasoning_effort:
+            context["reasoning_effort"] = fmt.effort(req.reasoning_effort)
         render = functools.partial(self.template.render_parts, enable_thinking=thinking,
-                                   image_marker=image_marker, adjust=fmt.adjust, context=fmt.context(shown, thinking))
+                                   image_marker=image_marker, adjust=fmt.adjust, context=context)
         try:
             return render(shown)
         except TemplateError as refused:

@@ -5,8 +5,7 @@ Hugging Face's `apply_chat_template` does (trim_blocks, lstrip_blocks, `tojson`,
 `strftime_now`, the `{% generation %}` training tag as a no-op), but only inside jinja2's
 `ImmutableSandboxedEnvironment`: a GGUF is untrusted input. Messages become HF-style dicts
 (`content` a string, `tool_calls` with parsed arguments, `reasoning_content`), and `tools` (left
-undefined when there are none, as llama.cpp does), `enable_thinking`, `reasoning_effort` and the
-date (`datetime`, `date_string`, as llama.cpp's extra context) reach the template as variables;
+undefined when there are none, as llama.cpp does), `enable_thinking` and the date (`datetime`, `date_string`, as llama.cpp's extra context) reach the template as variables;
 the family may reshape the messages and add variables of its own (`adjust`, `context`). Two checks
 that llama.cpp patches out of templates (gpt-oss's refusal of channel tags in content, Mistral's of
 an empty assistant turn) are patched out the same way (`SOURCE_PATCHES`), and a list `append` on a
@@ -140,8 +139,6 @@ class ChatTemplate:
         variables = dict(context or {}, enable_thinking=enable_thinking)
         if req.tools:
             variables["tools"] = tools_dicts(req.tools)
-        if req.reasoning_effort:
-            variables["reasoning_effort"] = req.reasoning_effort
         return self._render(messages, variables, generation_prompt), prefill
 
     def _render(self, messages: list[dict], variables: dict, generation_prompt: bool = True) -> str:

@@ -132,6 +132,10 @@ class CallFormat:
         """Extra variables the template reads (MiniMax M3's `thinking_mode`, …)."""
         return {}
 
+    def effort(self, level: str) -> str:
+        """A request's reasoning effort (a dialect's level) as the template reads `reasoning_effort`."""
+        return level
+
     def adjust(self, messages: list[dict]) -> list[dict]:
         """The messages (Hugging Face dicts) in the shape the family's template expects."""
         return messages

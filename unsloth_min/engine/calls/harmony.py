@@ -8,7 +8,8 @@ think format's close is `<|end|>`); `final` and `commentary` are answer text; a 
 `functions.NAME` is a call whose body is the JSON arguments (streamed); any other recipient (the
 built-in `python`, `container.exec`) is a call we do not offer: its body is dropped. A stray
 `<|channel|>commentary to=assistant` before the real header is skipped; every header and `<|end|>`
-is silent. History calls carry their reasoning in `thinking`, as the template wants.
+is silent. History calls carry their reasoning in `thinking`, as the template wants, and a
+request's reasoning effort becomes one of the template's three (`Reasoning: low|medium|high`).
 Forced calls write ` to=functions.NAME<|channel|>commentary json<|message|>{…}` (the template's
 own shape), after an optional analysis message; a response format writes the final channel.
 
@@ -62,6 +63,9 @@ class Harmony(CallFormat):
 
     def start(self, rendered: str) -> str | None:
         return START if rendered.rstrip().endswith(START + "assistant") else None
+
+    def effort(self, level: str) -> str:  # (gpt-oss knows three: `Reasoning: low|medium|high`)
+        return {"none": "low", "minimal": "low", "xhigh": "high", "max": "high"}.get(level, level)
 
     def adjust(self, messages: list[dict]) -> list[dict]:
         out = []
