@@ -29,7 +29,7 @@ WEATHER = Tool("get_weather", "Weather", SCHEMAS["get_weather"])
 
 def test_every_format_has_its_markers_and_a_unique_name():
     names = [f.name for f in FORMATS]
-    assert len(set(names)) == len(names) == 31 and {"hermes", "qwen3_xml", "llama3", "mistral", "mistral_args"} <= set(names)
+    assert len(set(names)) == len(names) == 33 and {"hermes", "qwen3_xml", "llama3", "mistral", "mistral_args"} <= set(names)
     assert {f: f.markers for f in (HERMES, QWEN3_XML, LLAMA3, MISTRAL, MISTRAL_ARGS)} == {
         HERMES: ("<tool_call>", "</tool_call>"), QWEN3_XML: ("<tool_call>", "</tool_call>", "<function="),
         LLAMA3: ("<|python_tag|>",), MISTRAL: ("[TOOL_CALLS]",),
@@ -220,9 +220,13 @@ FAMILY_CALLS = [
      '\n```json\n[{"tool_name": "get_time", "parameters": {}}]\n```', "Take no action."),
     (C.FUNCTIONARY_V31, '<function=get_time>{}</function>', "get_time>{}</function>", "Use function tags."),
     (C.FUNCTIONARY_V32, "get_time\n{}", None, "all\nHello."),
-    (C.MUSE_GLIMMER, ' to=functions<|message|><atem:function_calls>\n<atem:invoke name="get_time">\n</atem:invoke>\n'
+    (C.MINIMAX_M1, '<tool_calls>\n{"name": "get_time", "arguments": {}}\n</tool_calls>',
+     '\n{"name": "get_time", "arguments": {}}\n</tool_calls>', "Use tool_calls tags."),
+    (C.GRANITE, '<|tool_call|>[{"name": "get_time", "arguments": {}}]', '[{"name": "get_time", "arguments": {}}]',
+     "A tool_call, [maybe]."),
+    (C.MUSE_GLIMMER, ' to=get_time<|message|><atem:function_calls>\n<atem:invoke name="get_time">\n</atem:invoke>\n'
                      "</atem:function_calls>", '<atem:function_calls>\n<atem:invoke name="get_time">\n'
-                     "</atem:invoke>\n</atem:function_calls>", "Send it to=functions."),
+                     "</atem:invoke>\n</atem:function_calls>", "Send it to=user<|message|>, to=get_time."),
 ]
 
 CALLS = {  # a call in each format, where its trigger must fire first, and prose that must not fire it

@@ -45,10 +45,9 @@ class ChatFormat:
         call = Message("assistant", [ToolCall("call_0", "get_weather", '{"city": "Paris"}')])
         tool = Tool("get_weather", "The weather in a city", {"type": "object", "properties": {"city": {"type": "string"}}})
         called = None
-        for string_args, null_content in ((False, False), (True, False), (False, True), (True, True)):
-            tpl.string_args, tpl.null_content = string_args, null_content
+        for tpl.string_args, tpl.null_content in ((False, False), (True, False), (False, True), (True, True)):
             try:
-                called = tpl.render_parts(ChatRequest(messages=[user, call]), True, generation_prompt=False)[0]
+                called = self._plain(ChatRequest(messages=[user, call]), generation_prompt=False)
             except TemplateError:
                 continue
             if '"Paris"' in called:
@@ -56,9 +55,9 @@ class ChatFormat:
         else:
             tpl.string_args = tpl.null_content = False
         try:
-            if called is None or "The weather in a city" in tpl.render(ChatRequest(messages=[user], tools=[tool]), True):
+            if called is None or "The weather in a city" in self._plain(ChatRequest(messages=[user], tools=[tool])):
                 return None
-            asked = tpl.render(ChatRequest(messages=[user]), True)
+            asked = self._plain(ChatRequest(messages=[user]))
         except TemplateError:
             return None
         lead = len(os.path.commonprefix([asked, called]))
@@ -67,6 +66,12 @@ class ChatFormat:
         example = called[lead:].strip()
         close = self.think_format.close
         return (example[len(close):] if example.startswith(close) else example).strip() or None
+
+    def _plain(self, req: ChatRequest, generation_prompt: bool = True) -> str:
+        """`req` rendered as the family renders it, nothing else done (probes)."""
+        fmt = self.call_format
+        return self.template.render_parts(req, True, adjust=fmt.adjust, context=fmt.context(req, True),
+                                          generation_prompt=generation_prompt)[0]
 
     @property
     def markers(self) -> tuple[str, ...]:

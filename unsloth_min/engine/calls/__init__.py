@@ -46,7 +46,8 @@ from .lfm2 import LFM2
 from .ling import LING
 from .llama3 import LLAMA3
 from .minicpm5 import MINICPM5
-from .minimax import MINIMAX_M2
+from .granite import GRANITE
+from .minimax import MINIMAX_M1, MINIMAX_M2
 from .minimax_m3 import MINIMAX_M3
 from .mistral import MISTRAL
 from .mistral_args import MISTRAL_ARGS
@@ -59,10 +60,10 @@ from .seed_oss import SEED_OSS
 # yes is the template's): the specialised ones first, as llama.cpp's common/chat.cpp does.
 FORMATS = (MISTRAL_ARGS, HARMONY, MUSE_GLIMMER, FUNCTIONARY_V32, KIMI_K2, KIMI_K3, LING, COHERE, LFM2, GIGACHAT_V3,
            MINIMAX_M3, DSML_V32, DSML_V4, GEMMA4, MINICPM5, QWEN3_XML, SEED_OSS, DEEPSEEK_R1, DEEPSEEK_V31, GLM,
-           MINIMAX_M2, NEMOTRON, APRIEL, FIREFUNCTION, APERTUS, GIGACHAT_V31, COMMAND_R_PLUS, FUNCTIONARY_V31,
-           MISTRAL, HERMES, LLAMA3)
+           MINIMAX_M2, MINIMAX_M1, NEMOTRON, APRIEL, FIREFUNCTION, APERTUS, GIGACHAT_V31, COMMAND_R_PLUS, FUNCTIONARY_V31,
+           GRANITE, MISTRAL, HERMES, LLAMA3)
 
 __all__ = ["WS", "CallFormat", "Reader", "State", "Step", "ThinkFormat", "FORMATS", "APERTUS", "APRIEL",
            "COHERE", "COMMAND_R_PLUS", "GIGACHAT_V3", "GIGACHAT_V31", "MUSE_GLIMMER", "FIREFUNCTION", "FUNCTIONARY_V31", "FUNCTIONARY_V32", "MINICPM5", "SEED_OSS", "NEMOTRON", "DEEPSEEK_R1",
            "DEEPSEEK_V31", "DSML_V32", "DSML_V4", "GEMMA4", "GLM", "HARMONY", "HERMES", "KIMI_K2", "KIMI_K3", "LFM2", "LING", "LLAMA3",
-           "MINIMAX_M2", "MINIMAX_M3", "MISTRAL", "MISTRAL_ARGS", "QWEN3_XML"]
+           "GRANITE", "MINIMAX_M1", "MINIMAX_M2", "MINIMAX_M3", "MISTRAL", "MISTRAL_ARGS", "QWEN3_XML"]

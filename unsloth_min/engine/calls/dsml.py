@@ -17,6 +17,7 @@ from ...core import Tool
 from ..gbnf import Rules
 from .minimax import TaggedList
 from .tagged import Tags, tagged_call
+from .xmlvalues import schema_types
 
 DSML = "｜DSML｜"
 TAGS = Tags(head=re.compile(rf'<{DSML}invoke\s+name="(?P<name>[^"]{{1,256}})"\s*>'), head_ends=(">",),
@@ -52,7 +53,7 @@ class Dsml(TaggedList):
 
     def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
         params = tool.parameters.get("properties") if isinstance(tool.parameters, dict) else None
-        strings = {k for k, v in (params or {}).items() if isinstance(v, dict) and v.get("type") == "string"}
+        strings = {k for k, v in (params or {}).items() if schema_types(v) == {"string"}}
 
         def param(key: str) -> str:
             return f'<{DSML}parameter name="{key}" string="{"true" if key in strings else "false"}">'

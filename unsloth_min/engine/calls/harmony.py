@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from ...core import Tool
-from ..gbnf import Rules, literal, regex_escape, text_until
+from ..gbnf import Rules, literal, prefix_regex, regex_escape, text_until
 from ..textstream import partial_suffix
 from .base import CallFormat, State, Step, ThinkFormat
 from .jsoncalls import JsonReader, args_rule
@@ -130,8 +130,9 @@ class Harmony(CallFormat):
         analysis = rules.add("x-analysis", f"{literal(self.think.open)} {thought} {literal(END + START + 'assistant')}")
         return f"{analysis}? ({body})"
 
-    def triggers(self, names: list[str]) -> tuple[str, ...]:
-        to = regex_escape(" to=functions.")
+    def triggers(self, names: list[str]) -> tuple[str, ...]:  # (the recipient, up to what follows it)
+        to = "(?:" + "|".join(prefix_regex([" to=functions.", f"{name}{CHANNEL}commentary json{MESSAGE}"])
+                              for name in names if name) + ")"
         return (f"^({to})$", f"{regex_escape(START + 'assistant')}({to})$")
 
 

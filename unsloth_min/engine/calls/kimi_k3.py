@@ -17,6 +17,7 @@ from ...core import Tool
 from ..gbnf import GAP, Rules, literal
 from .base import CallFormat, State, Step, ThinkFormat
 from .tagged import Tags, TaggedReader, tagged_call
+from .xmlvalues import schema_types
 
 OPEN, CLOSE, SEP = "<|open|>", "<|close|>", "<|sep|>"
 TAG = re.compile(r"(\w+)[^<>]*?" + re.escape(SEP))
@@ -69,8 +70,8 @@ class KimiK3(CallFormat):
         props = tool.parameters.get("properties") if isinstance(tool.parameters, dict) else None
 
         def param(key: str) -> str:
-            sub = (props or {}).get(key)
-            kind = sub.get("type") if isinstance(sub, dict) and isinstance(sub.get("type"), str) else "string"
+            kinds = schema_types((props or {}).get(key))
+            kind = next(iter(kinds)) if len(kinds) == 1 else "string"
             return f'{OPEN}argument key="{key}" type="{kind}"{SEP}'
 
         return tagged_call(rules, tool, i, f'{OPEN}call tool="{tool.name}" index="{i + 1}"{SEP}', param,

@@ -6,6 +6,8 @@ Strategy: the block is a list (LIST): each `<invoke name=…>` is read by a `Tag
 reads the next invoke or the block's end. Thinking is `<think>…</think>`, opened by the prompt.
 The forced grammar writes the template's own shape; the lazy trigger waits for the block marker.
 
+M1's calls are JSON objects, one a line, in `<tool_calls>` (`MINIMAX_M1`).
+
 Does not: read MiniMax M3's namespaced XML (minimax_m3.py).
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from ...core import Tool
 from ..gbnf import GAP, Rules, literal
 from .base import CallFormat, State, Step
+from .jsoncalls import JsonCalls
 from .tagged import Tags, TaggedReader, tagged_call
 
 BLOCK, BLOCK_END, INVOKE = "<minimax:tool_call>", "</minimax:tool_call>", "<invoke"
@@ -64,4 +67,17 @@ class MiniMaxM2(TaggedList):
                            "</parameter>", "</invoke>")
 
 
-MINIMAX_M2 = MiniMaxM2()
+class MiniMaxM1(JsonCalls):
+    """MiniMax M1: `<tool_calls>\n{"name": …, "arguments": …}\n…</tool_calls>`, one object a line."""
+    name, open, close = "minimax_m1", "<tool_calls>", "</tool_calls>"
+    signature = ("<tool_calls>", "<tool-name>")
+
+    def after(self, s: str) -> Step | None:
+        return Step(0, State.OPEN) if s[0] == "{" else super().after(s)
+
+    def calls_of(self, rules: Rules, call: str, parallel: bool) -> str:
+        more = f" (x-ws {call})*" if parallel else ""
+        return rules.add("x-calls", f"{literal(self.open)} x-ws {call}{more} x-ws {literal(self.close)}")
+
+
+MINIMAX_M1, MINIMAX_M2 = MiniMaxM1(), MiniMaxM2()

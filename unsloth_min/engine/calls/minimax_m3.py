@@ -20,6 +20,7 @@ from ...core import Tool
 from ..gbnf import Rules, literal, text_until, tool_schema
 from .base import State, Step, ThinkFormat
 from .minimax import TaggedList
+from .tagged import tagged_value
 from .xmlvalues import property_schema, schema_types, xml_value
 
 NS = "]<]minimax[>["
@@ -119,9 +120,11 @@ class MiniMaxM3(TaggedList):
         schema = tool_schema(tool)
         props = schema.get("properties") if isinstance(schema, dict) else None
         parts = [literal(f'{INVOKE} name="{tool.name}">')]
-        for j, key in enumerate(props if isinstance(props, dict) else []):
-            end = NS + "</" + key + ">"  # (values are free-form up to their closing tag, nested ones too)
-            one = f"{literal(NS + '<' + key + '>')} {text_until(rules, end, f'tool{i}-p{j}-t')} {literal(end)}"
+        for j, (key, sub) in enumerate(props.items() if isinstance(props, dict) else []):
+            end = NS + "</" + key + ">"  # (objects and arrays nest as free-form elements)
+            nested = schema_types(sub) & {"object", "array"}
+            value = None if nested else tagged_value(rules, sub, f"tool{i}-p{j}", end)
+            one = f"{literal(NS + '<' + key + '>')} {value or text_until(rules, end, f'tool{i}-p{j}-t')} {literal(end)}"
             parts.append(one if key in (schema.get("required") or []) else f"( {one} )?")
         return " ".join(parts + [literal(INVOKE_END)])
 

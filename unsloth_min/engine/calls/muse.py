@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from ...core import Tool
-from ..gbnf import GAP, Rules, literal
+from ..gbnf import Rules, literal, prefix_regex
 from .base import CallFormat, State, Step, ThinkFormat
 from .tagged import Tags, TaggedReader, tagged_call
 
@@ -65,17 +65,20 @@ class MuseGlimmer(CallFormat):
                 return None
         return Step(0, State.TEXT)
 
-    def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
-        return tagged_call(rules, tool, i, f'<atem:invoke name="{tool.name}">', '<atem:parameter name="{key}">',
-                           "</atem:parameter>", "</atem:invoke>")
+    def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:  # (addressed to the tool by name)
+        invoke = tagged_call(rules, tool, i, f'<atem:invoke name="{tool.name}">', '<atem:parameter name="{key}">',
+                             "</atem:parameter>", "</atem:invoke>")
+        return f"{literal(f' to={tool.name}{MESSAGE}{BLOCK}')} x-ws {invoke} x-ws {literal(BLOCK_END)}"
 
     def calls_of(self, rules: Rules, call: str, parallel: bool) -> str:
-        more = f" (x-ws {call})*" if parallel else ""
-        return rules.add("x-calls", f'{literal(" to=functions" + MESSAGE + BLOCK)} x-ws {call}{more} x-ws '
-                                    f"{literal(BLOCK_END)}")
+        return call  # (one message, one call)
 
     def preamble(self) -> list:
-        return [" to=functions" + MESSAGE, GAP, BLOCK]
+        return [" to="]
+
+    def triggers(self, names: list[str]) -> tuple[str, ...]:  # (a recipient that is an allowed tool)
+        heads = "|".join(prefix_regex([f" to={name}{MESSAGE}", BLOCK]) for name in names if name)
+        return (f"((?:{heads}))$",)
 
 
 MUSE_GLIMMER = MuseGlimmer()
