@@ -159,23 +159,20 @@ class Walker:
         raise Unsupported(f"{kind} {text!r}")
 
     def brace(self, i):
-        items, i = [], i + 1
-        while self.tok(i) != ("op", "}"):
+        return self.items(i, "{", "}")
+
+    def args(self, i):
+        return self.items(i, "(", ")")
+
+    def items(self, i, opening, close):
+        """A `{…}` or `(…)` list from token i (at its opening): (values, next index)."""
+        items, i = [], self.expect(i, opening)
+        while self.tok(i) != ("op", close):
             v, i = self.expr(i)
             items.append(v)
             if self.tok(i) == ("op", ","):
                 i += 1
         return items, i + 1
-
-    def args(self, i):
-        i = self.expect(i, "(")
-        out = []
-        while self.tok(i) != ("op", ")"):
-            v, i = self.expr(i)
-            out.append(v)
-            if self.tok(i) == ("op", ","):
-                i += 1
-        return out, i + 1
 
     def expect(self, i, op):
         if self.tok(i) != ("op", op):
@@ -335,7 +332,6 @@ class Walker:
             if method == "run":
                 break
             self.apply(c, method, args)
-        c["line"] = None
         self.cases.append(c)
 
     def apply(self, c, method, args):

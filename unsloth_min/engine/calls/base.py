@@ -80,6 +80,38 @@ class Reader(Protocol):
         (name, arguments JSON), or None if it is no call. Later `pieces` close the arguments."""
 
 
+class WholeReader:
+    """A reader whose call comes out whole once read: its `name` is known early (the first call is
+    announced then), its `args` (JSON text) at its end, given as one piece."""
+    text, id = "", None  # (nothing given back once it is a call; no id of the model's)
+
+    def __init__(self):
+        self.name: str | None = None
+        self.args: str | None = None
+        self.given = False
+
+    def pieces(self) -> list[str]:
+        if self.args is None or self.given:
+            return []
+        self.given = True
+        return [self.args]
+
+    def finish(self, complete: bool, rest: str) -> tuple[str, str] | None:
+        return (self.name, self.args) if complete and self.args is not None else None
+
+
+def follows(s: str, marks: tuple) -> Step | None:
+    """What follows a call, read by a table of (marker, state): the first marker `s` starts with
+    (LIST: left for `begin` to read; any other: consumed), None while `s` may still grow into
+    one, else TEXT (the calls are over)."""
+    for mark, then in marks:
+        if s.startswith(mark):
+            return Step(0 if then is State.LIST else len(mark), then)
+        if mark.startswith(s):
+            return None
+    return Step(0, State.TEXT)
+
+
 class CallFormat:
     """One tool-call format. Subclasses set `name`, `open` (and `close`) and implement `begin`,
     `call_rule`, `calls_of` and `preamble`; the rest has defaults that fit most formats."""

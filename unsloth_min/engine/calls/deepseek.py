@@ -15,18 +15,18 @@ from __future__ import annotations
 import re
 
 from ...core import Tool
-from ..gbnf import GAP, Rules, literal
-from .base import CallFormat, State, Step
-from .jsoncalls import HeadReader, args_rule
+from ..gbnf import Rules, literal
+from .base import CallFormat, State, Step, follows
+from .jsoncalls import HeadedCalls, args_rule
 
 CALLS, CALLS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 CALL, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
 FENCE = "```"
 
 
-class DeepSeek(CallFormat):
+class DeepSeek(HeadedCalls):
     """R1's calls (V3.1's: `DeepSeekV31`)."""
-    name, open, close = "deepseek_r1", CALLS, CALLS_END
+    name, open, close, item = "deepseek_r1", CALLS, CALLS_END, CALL
     extra_markers = (CALL, CALL_END, SEP)
     signature = (CALLS, "function" + SEP)  # R1's templates render `tool['type'] + SEP`, or this
     head = re.compile(r"\w*" + re.escape(SEP) + r"\s*(?P<name>[^\s<{`]{1,256})\s*(?:```(?:json)?)?\s*")
@@ -35,21 +35,8 @@ class DeepSeek(CallFormat):
     def detect(self, source: str) -> bool:
         return CALLS in source and ("function" + SEP in source or "tool['type'] + '" + SEP in source)
 
-    def begin(self, s: str, listed: bool, schemas: dict, marker: str = "") -> Step | None:
-        if s.startswith(CALL):
-            return Step(len(CALL), State.CALL, HeadReader(self.head))
-        if CALL.startswith(s):
-            return None
-        return Step(0, State.TEXT)
-
     def after(self, s: str) -> Step | None:
-        for mark, then in ((FENCE, State.AFTER), (CALL_END, State.AFTER), (CALL, State.LIST),
-                           (CALLS_END, State.TEXT)):
-            if s.startswith(mark):
-                return Step(0 if then is State.LIST else len(mark), then)
-            if mark.startswith(s):
-                return None
-        return Step(0, State.TEXT)
+        return follows(s, ((FENCE, State.AFTER), (CALL_END, State.AFTER), (CALL, State.LIST), (CALLS_END, State.TEXT)))
 
     def call_text(self, name: str) -> str:
         return f"{CALL}function{SEP}{name}\n```json\n"
@@ -57,13 +44,6 @@ class DeepSeek(CallFormat):
     def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
         fence = f' "\\n" {literal(FENCE)}' if FENCE in self.call_text("") else ""
         return f"{literal(self.call_text(tool.name))} {args_rule(rules, tool, i)}{fence} {literal(CALL_END)}"
-
-    def calls_of(self, rules: Rules, call: str, parallel: bool) -> str:
-        more = f" (x-ws {call})*" if parallel else ""
-        return rules.add("x-calls", f"{literal(CALLS)} {call}{more} {literal(CALLS_END)}")
-
-    def preamble(self) -> list:
-        return [CALLS, GAP, CALL]
 
 
 class DeepSeekV31(DeepSeek):

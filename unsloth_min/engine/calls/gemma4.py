@@ -18,7 +18,7 @@ import re
 
 from ...core import Tool
 from ..gbnf import Rules, literal, text_until, tool_schema
-from .base import CallFormat, State, Step, ThinkFormat
+from .base import CallFormat, State, Step, ThinkFormat, WholeReader
 
 CALL, CALL_END, QUOTE = "<|tool_call>", "<tool_call|>", '<|"|>'
 CHANNEL, CHANNEL_END = "<|channel>", "<channel|>"
@@ -52,12 +52,8 @@ def gemma_json(text: str) -> str:
     return "".join(out)
 
 
-class GemmaReader:
+class GemmaReader(WholeReader):
     """One call, fed the text after `<|tool_call>`."""
-    text, id = "", None
-
-    def __init__(self):
-        self.name, self.args, self.given = None, None, False
 
     def feed(self, buf: str) -> Step:
         m = HEAD.match(buf)
@@ -94,16 +90,6 @@ class GemmaReader:
                     return i + 1
             i += 1
         return -1
-
-    def pieces(self) -> list[str]:
-        if self.args is None or self.given:
-            return []
-        self.given = True
-        return [self.args]
-
-    def finish(self, complete: bool, rest: str) -> tuple[str, str] | None:
-        return (self.name, self.args) if complete and self.args is not None else None
-
 
 class Gemma4(CallFormat):
     name, open, close = "gemma4", CALL, CALL_END

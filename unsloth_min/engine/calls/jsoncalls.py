@@ -226,3 +226,22 @@ class JsonList(JsonCalls):
 
     def preamble(self) -> list:
         return [self.open, GAP, "[", GAP] + self.json_head()
+
+
+class HeadedCalls(CallFormat):
+    """A section of calls between `open` and `close`, each `item`, a head (`head`: the name, maybe
+    the id) and the JSON arguments, streamed (DeepSeek R1/V3.1, Kimi K2)."""
+    item = ""
+    head: re.Pattern
+
+    def begin(self, s: str, listed: bool, schemas: dict, marker: str = "") -> Step | None:
+        if s.startswith(self.item):
+            return Step(len(self.item), State.CALL, HeadReader(self.head))
+        return None if self.item.startswith(s) else Step(0, State.TEXT)
+
+    def calls_of(self, rules: Rules, call: str, parallel: bool) -> str:
+        more = f" (x-ws {call})*" if parallel else ""
+        return rules.add("x-calls", f"{literal(self.open)} {call}{more} {literal(self.close)}")
+
+    def preamble(self) -> list:
+        return [self.open, GAP, self.item]

@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 
 from ...core import Tool
-from ..gbnf import GAP, Rules, literal
-from .base import CallFormat, State, Step
-from .jsoncalls import HeadReader, args_rule
+from ..gbnf import Rules, literal
+from .base import State, Step, follows
+from .jsoncalls import HeadedCalls, HeadReader, args_rule
 
 SECTION, SECTION_END = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"
 CALL, ARGS, CALL_END = "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>"
@@ -25,8 +25,8 @@ HEAD = re.compile(r"\s*(?P<id>(?:functions\.)?(?P<name>[^:<>\s]{1,256})(?::\d+)?
 KIMI_ID = re.compile(r"functions\.[^:\s]+:\d+")
 
 
-class Kimi(CallFormat):
-    name, open, close = "kimi_k2", SECTION, SECTION_END
+class Kimi(HeadedCalls):
+    name, open, close, item, head = "kimi_k2", SECTION, SECTION_END, CALL, HEAD
     more_opens = (CALL,)
     extra_markers = (ARGS, CALL_END)
     signature = (SECTION, CALL)
@@ -39,30 +39,16 @@ class Kimi(CallFormat):
         return f"functions.{name}:{index}"
 
     def begin(self, s: str, listed: bool, schemas: dict, marker: str = "") -> Step | None:
-        if s.startswith(CALL):
-            return Step(len(CALL), State.CALL, HeadReader(HEAD))
-        if marker == CALL and not listed:  # (a call without its section: the marker was the call's)
+        if marker == CALL and not listed and not s.startswith(CALL):  # (a call without its section)
             return Step(0, State.CALL, HeadReader(HEAD))
-        return None if CALL.startswith(s) else Step(0, State.TEXT)
+        return super().begin(s, listed, schemas, marker)
 
     def after(self, s: str) -> Step | None:
-        for mark, then in ((CALL_END, State.AFTER), (CALL, State.LIST), (SECTION_END, State.TEXT)):
-            if s.startswith(mark):
-                return Step(0 if then is State.LIST else len(mark), then)
-            if mark.startswith(s):
-                return None
-        return Step(0, State.TEXT)
+        return follows(s, ((CALL_END, State.AFTER), (CALL, State.LIST), (SECTION_END, State.TEXT)))
 
     def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
         head = rules.add(f"x-head{i}", f'{literal(CALL + "functions." + tool.name + ":")} [0-9]{{1,3}} {literal(ARGS)}')
         return f"{head} {args_rule(rules, tool, i)} {literal(CALL_END)}"
-
-    def calls_of(self, rules: Rules, call: str, parallel: bool) -> str:
-        more = f" (x-ws {call})*" if parallel else ""
-        return rules.add("x-calls", f"{literal(SECTION)} {call}{more} {literal(SECTION_END)}")
-
-    def preamble(self) -> list:
-        return [SECTION, GAP, CALL]
 
 
 KIMI_K2 = Kimi()

@@ -15,7 +15,7 @@ import re
 
 from ...core import Tool
 from ..gbnf import GAP, Rules, literal
-from .base import CallFormat, State, Step, ThinkFormat
+from .base import CallFormat, State, Step, ThinkFormat, follows
 from .tagged import Tags, TaggedReader, tagged_call
 from .xmlvalues import schema_types
 
@@ -58,13 +58,7 @@ class KimiK3(CallFormat):
         return Step(m.end(), State.TEXT, silent=True)
 
     def after(self, s: str) -> Step | None:
-        end = CLOSE + "tools" + SEP
-        for mark, then in ((ITEM, State.LIST), (end, State.TEXT)):
-            if s.startswith(mark):
-                return Step(0 if then is State.LIST else len(mark), then)
-            if mark.startswith(s):
-                return None
-        return Step(0, State.TEXT)
+        return follows(s, ((ITEM, State.LIST), (CLOSE + "tools" + SEP, State.TEXT)))
 
     def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
         props = tool.parameters.get("properties") if isinstance(tool.parameters, dict) else None

@@ -19,7 +19,8 @@ import re
 
 from ...core import Tool
 from ..gbnf import Rules, literal, prefix_regex, regex_escape, tool_schema
-from .base import CallFormat, State, Step
+from .base import State, Step, WholeReader
+from .jsoncalls import JsonList
 
 START, END = "<|tool_call_start|>", "<|tool_call_end|>"
 NAME = re.compile(r"[A-Za-z_][\w.\-]{0,255}\(")
@@ -38,14 +39,11 @@ def py_value(node: ast.AST):
     return ast.literal_eval(node)
 
 
-class PyReader:
+class PyReader(WholeReader):
     """One `NAME(…)` call (fed the text from its name)."""
-    text, id = "", None
 
     def __init__(self):
-        self.name: str | None = None
-        self.args: str | None = None
-        self.given = False
+        super().__init__()
         self.depth, self.quote, self.esc, self.scanned = 0, "", False, 0
 
     def feed(self, buf: str) -> Step:
@@ -88,17 +86,8 @@ class PyReader:
         self.scanned = len(buf)
         return -1
 
-    def pieces(self) -> list[str]:
-        if self.args is None or self.given:
-            return []
-        self.given = True
-        return [self.args]
-
-    def finish(self, complete: bool, rest: str) -> tuple[str, str] | None:
-        return (self.name, self.args) if complete and self.args is not None else None
-
-
-class Lfm2(CallFormat):
+class Lfm2(JsonList):
+    """(`JsonList`'s list reading — `[`, `,`, `]`, the closing marker — with Python calls inside.)"""
     name, open, close = "lfm2", START, END
 
     def detect(self, source: str) -> bool:
@@ -109,16 +98,7 @@ class Lfm2(CallFormat):
         return [dict(m, thinking=m["reasoning_content"]) if m.get("reasoning_content") else m for m in messages]
 
     def begin(self, s: str, listed: bool, schemas: dict, marker: str = "") -> Step | None:
-        if not listed:
-            return Step(1, State.LIST) if s[0] == "[" else Step(0, State.TEXT)
-        return Step(0, State.CALL, PyReader())
-
-    def after(self, s: str) -> Step | None:
-        if s[0] == ",":
-            return Step(1, State.LIST)
-        if s[0] == "]":
-            return Step(1, State.AFTER)
-        return super().after(s)
+        return Step(0, State.CALL, PyReader()) if listed else super().begin(s, listed, schemas, marker)
 
     def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
         """`NAME(k=v, …)`: the required keys in schema order, then any optional ones; values as

@@ -16,7 +16,7 @@ import re
 
 from ...core import Tool
 from ..gbnf import GAP, Rules, literal
-from .base import CallFormat, State, Step
+from .base import CallFormat, State, Step, follows
 from .jsoncalls import JsonCalls
 from .tagged import Tags, TaggedReader, tagged_call
 
@@ -42,12 +42,7 @@ class TaggedList(CallFormat):
         return (self.close,)
 
     def after(self, s: str) -> Step | None:
-        for mark, then in ((self.item, State.LIST),) + tuple((c, State.TEXT) for c in self.closes):
-            if s.startswith(mark):
-                return Step(0 if then is State.LIST else len(mark), then)
-            if mark.startswith(s):
-                return None
-        return Step(0, State.TEXT)
+        return follows(s, ((self.item, State.LIST),) + tuple((c, State.TEXT) for c in self.closes))
 
     def calls_of(self, rules: Rules, call: str, parallel: bool) -> str:
         more = f" (x-ws {call})*" if parallel else ""

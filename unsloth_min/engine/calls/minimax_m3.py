@@ -18,7 +18,7 @@ import re
 
 from ...core import Tool
 from ..gbnf import Rules, literal, text_until, tool_schema
-from .base import State, Step, ThinkFormat
+from .base import State, Step, ThinkFormat, WholeReader
 from .minimax import TaggedList
 from .tagged import tagged_value
 from .xmlvalues import property_schema, schema_types, xml_value
@@ -66,12 +66,12 @@ def value_of(inner: str, children: list, schema):
     return {tag: value_of(i, c, property_schema(obj, tag)) for tag, i, c in children}
 
 
-class TreeReader:
+class TreeReader(WholeReader):
     """One invoke, read whole (fed the text from its `<invoke`)."""
-    text, id = "", None
 
     def __init__(self, schemas: dict):
-        self.schemas, self.name, self.args, self.given = schemas, None, None, False
+        super().__init__()
+        self.schemas = schemas
 
     def feed(self, buf: str) -> Step:
         start = 0
@@ -85,23 +85,9 @@ class TreeReader:
         if end == -1:
             return Step(start, State.CALL)
         schema = self.schemas.get(self.name)
-        self.args = {tag: value_of(inner, children, property_schema(schema, tag))
-                     for tag, inner, children in elements(buf[start:end])}
+        args = {tag: value_of(inner, children, property_schema(schema, tag)) for tag, inner, children in elements(buf[start:end])}
+        self.args = json.dumps(args, ensure_ascii=False)
         return Step(end + len(INVOKE_END), State.AFTER)
-
-    def pieces(self) -> list[str]:
-        if self.args is None or self.given:
-            return []
-        self.given = True  # (the arguments come out whole, once read)
-        return [json.dumps(self.args, ensure_ascii=False)]
-
-    def finish(self, complete: bool, rest: str) -> tuple[str, str] | None:
-        if self.name is None or (not complete and self.args is None):
-            return None
-        if self.args is None:
-            self.args = {}
-        return self.name, json.dumps(self.args, ensure_ascii=False)
-
 
 class MiniMaxM3(TaggedList):
     name, open, close, item = "minimax_m3", BLOCK, BLOCK_END, INVOKE

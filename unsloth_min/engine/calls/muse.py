@@ -14,7 +14,7 @@ import re
 
 from ...core import Tool
 from ..gbnf import Rules, literal, prefix_regex
-from .base import CallFormat, State, Step, ThinkFormat
+from .base import CallFormat, State, Step, ThinkFormat, follows
 from .tagged import Tags, TaggedReader, tagged_call
 
 START, MESSAGE, EOM, EOT = "<|start|>", "<|message|>", "<|eom|>", "<|eot|>"
@@ -58,12 +58,7 @@ class MuseGlimmer(CallFormat):
         return Step(m.end(), then, silent=True)
 
     def after(self, s: str) -> Step | None:
-        for mark, then in ((INVOKE, State.LIST), (BLOCK_END, State.AFTER), (EOM, State.TEXT), (EOT, State.TEXT)):
-            if s.startswith(mark):
-                return Step(0 if then is State.LIST else len(mark), then)
-            if mark.startswith(s):
-                return None
-        return Step(0, State.TEXT)
+        return follows(s, ((INVOKE, State.LIST), (BLOCK_END, State.AFTER), (EOM, State.TEXT), (EOT, State.TEXT)))
 
     def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:  # (addressed to the tool by name)
         invoke = tagged_call(rules, tool, i, f'<atem:invoke name="{tool.name}">', '<atem:parameter name="{key}">',

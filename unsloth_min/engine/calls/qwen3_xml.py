@@ -20,7 +20,6 @@ Does not: type values (xmlvalues.py), or watch for `<tool_call>` in the text (ou
 """
 from __future__ import annotations
 
-import json
 import re
 
 from ...core import Tool
@@ -28,6 +27,7 @@ from ..gbnf import GAP, WS_SET, Rules, literal, log, prefix_regex, regex_escape,
 from ..textstream import partial_suffix
 from .base import WS, State, Step
 from .hermes import Hermes
+from .tagged import ObjectPieces, tagged_value
 from .xmlvalues import property_schema, schema_types, schema_values, xml_value
 
 FUNC, FUNC_END = "<function=", "</function>"
@@ -36,17 +36,14 @@ XML_NAME = re.compile(r"[^\s<>]{0,256}")  # a function or parameter name (an ove
 TAG_END, VALUE_END = ">\n", "\n" + PARAM_END + "\n"  # `<function=f>⏎`, `⏎</parameter>⏎`
 
 
-class XmlReader:
+class XmlReader(ObjectPieces):
     """One XML call, fed the text after its `<function=`."""
-    text = ""  # (never given back: once the name is read, it is a call)
 
     def __init__(self, close: str, schemas: dict):
+        super().__init__()
         self.close, self.schemas = close, schemas
-        self.name: str | None = None
         self.key: str | None = None  # the parameter whose value is being read
         self.scanned = 0             # how far that value was searched for its end tag
-        self.done: list[str] = []    # the JSON pieces of the parameters read
-        self.new: list[str] = []     # ...and those not asked for yet
 
     def feed(self, buf: str) -> Step:
         s = buf
@@ -91,23 +88,13 @@ class XmlReader:
         return s[end + len(PARAM_END):], None
 
     def _param(self, raw: str) -> None:
-        value = xml_value(raw, property_schema(self.schemas.get(self.name), self.key))
-        piece = ("{" if not self.done else ", ") + json.dumps(self.key, ensure_ascii=False) + ": " \
-            + json.dumps(value, ensure_ascii=False)
-        self.done.append(piece)
-        self.new.append(piece)
+        self._add(self.key, xml_value(raw, property_schema(self.schemas.get(self.name), self.key)))
         self.key = None
-
-    def pieces(self) -> list[str]:
-        out, self.new = self.new, []
-        return out
 
     def finish(self, complete: bool, rest: str) -> tuple[str, str] | None:
         if not complete and self.key is not None:  # the cut parameter keeps what it had
             self._param(rest[:len(rest) - partial_suffix(rest, PARAM_END)])
-        tail = "}" if self.done else "{}"
-        self.new.append(tail)
-        return self.name, "".join(self.done) + tail
+        return self._close()
 
 
 class Qwen3Xml(Hermes):
@@ -149,13 +136,10 @@ def xml_text(rules: Rules) -> str:
 
 
 def xml_value_rule(rules: Rules, schema, name: str) -> str | None:
-    values = schema_values(schema)
-    if values:  # written raw, as the parser reads them back
-        return "(" + " | ".join(literal(v if isinstance(v, str) else json.dumps(v)) for v in values) + ")"
-    kinds = schema_types(schema)
-    if not kinds or "string" in kinds:
-        return xml_text(rules)
-    return rules.schema(schema, name)  # JSON for a number, boolean, null, object or array
+    """A value as the reader reads it back (tagged.py's rule, the raw text ending at `</parameter>`)."""
+    if not schema_values(schema) and (not schema_types(schema) or "string" in schema_types(schema)):
+        return xml_text(rules)  # (one shared rule for every raw text)
+    return tagged_value(rules, schema, name, PARAM_END)
 
 
 def xml_params(rules: Rules, schema, i: int) -> str | None:

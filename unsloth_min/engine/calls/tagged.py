@@ -43,19 +43,42 @@ class Tags:
     trim: bool = True         # one newline either side of a value is the template's, not the value's
 
 
-class TaggedReader:
-    """One call, fed the text after its opening marker."""
+class ObjectPieces:
+    """A call's arguments built one parameter at a time: each becomes the next piece of a JSON
+    object, given out once whole (a first call streams them); `_close` ends the object."""
     text = ""  # (never given back once the head is read: it is a call)
     id: str | None = None
 
-    def __init__(self, tags: Tags, schemas: dict):
-        self.tags, self.schemas = tags, schemas
+    def __init__(self):
         self.name: str | None = None
+        self.done: list[str] = []  # the JSON pieces of the parameters read
+        self.new: list[str] = []   # ...and those not asked for yet
+
+    def _add(self, key: str, value) -> None:
+        piece = ("{" if not self.done else ", ") + json.dumps(key, ensure_ascii=False) + ": " \
+            + json.dumps(value, ensure_ascii=False)
+        self.done.append(piece)
+        self.new.append(piece)
+
+    def pieces(self) -> list[str]:
+        out, self.new = self.new, []
+        return out
+
+    def _close(self) -> tuple[str, str]:
+        tail = "}" if self.done else "{}"
+        self.new.append(tail)
+        return self.name, "".join(self.done) + tail
+
+
+class TaggedReader(ObjectPieces):
+    """One call, fed the text after its opening marker."""
+
+    def __init__(self, tags: Tags, schemas: dict):
+        super().__init__()
+        self.tags, self.schemas = tags, schemas
         self.key: str | None = None   # the parameter whose value is being read
         self.kind: str | None = None  # ...and the kind the model declared for it
         self.scanned = 0              # how far that value was searched for its end tag
-        self.done: list[str] = []     # the JSON pieces of the parameters read
-        self.new: list[str] = []      # ...and those not asked for yet
 
     def feed(self, buf: str) -> Step:
         s = buf
@@ -108,25 +131,15 @@ class TaggedReader:
         schema = self.tags.kinds.get(self.kind) if self.kind is not None else None
         if schema is None:
             schema = property_schema(self.schemas.get(self.name), self.key)
-        value = raw if cdata else xml_value(raw, schema, self.tags.trim)
-        piece = ("{" if not self.done else ", ") + json.dumps(self.key, ensure_ascii=False) + ": " \
-            + json.dumps(value, ensure_ascii=False)
-        self.done.append(piece)
-        self.new.append(piece)
+        self._add(self.key, raw if cdata else xml_value(raw, schema, self.tags.trim))
         self.key = None
-
-    def pieces(self) -> list[str]:
-        out, self.new = self.new, []
-        return out
 
     def finish(self, complete: bool, rest: str) -> tuple[str, str] | None:
         if self.name is None:
             return None
         if not complete and self.key is not None:  # the cut parameter keeps what it had
             self._param(rest[:len(rest) - partial_suffix(rest, self.tags.value_end)])
-        tail = "}" if self.done else "{}"
-        self.new.append(tail)
-        return self.name, "".join(self.done) + tail
+        return self._close()
 
 
 # ---- the forced grammar --------------------------------------------------------------------------
