@@ -1,20 +1,21 @@
-"""Which markers a model writes for thinking and tool calls, read from its chat template.
+"""Which family a chat template teaches, and the conversation reshaped for templates that need it.
 
-Strategy: a chat template that teaches the model a tool-call format mentions that format's marker
-(`<tool_call>` + `<function=` Qwen3-Coder XML, `<tool_call>` Hermes/Qwen JSON, `[TOOL_CALLS]` +
-`[ARGS]` Mistral v11+ (`[TOOL_CALLS]NAME[ARGS]{…}`: Mistral Small 3.1+, Devstral, Magistral),
-`[TOOL_CALLS]` older Mistral (a JSON list of calls), `<|python_tag|>` or a `"parameters"` JSON
-example Llama 3.x), so `detect_tool_format` looks for the markers in the template source, most
-specific first (the Qwen3-Coder template holds both `<tool_call>` and `<function=`; a v11 Mistral
-one both `[TOOL_CALLS]` and `[ARGS]`). Such a template gets our tools and renders tool history
-itself (Qwen3-Coder's iterates `arguments|items`: template.py hands it the arguments as a dict).
-A template with no known format, or one we cannot parse (Llama 3.1's `<function=name>{json}`
-without `<tool_call>`), gets `prepare_messages`: the tools described in a system section in the
-Hermes format (the most widely trained one), earlier calls rewritten as `<tool_call>` text and
-tool results as `<tool_response>` user turns, so that any template can show them.
+Strategy: a template that teaches the model a tool-call format mentions that format's markers, so
+`detect_tool_format` tries the formats of calls.FORMATS in order — the specialised ones first, as
+llama.cpp's common/chat.cpp does (gpt-oss's `<|channel|>`, Kimi's section tokens, DeepSeek's DSML
+before the generic `<tool_call>` of Hermes) — and the first whose `detect` recognises the source is
+the template's; its thinking markers are the family's own, else the ones the template shows
+(`detect_think_format`). Such a template gets our tools and renders tool history itself.
+A template with no format we know gets `prepare_messages`: the tools described in a system
+section in the Hermes format (the most widely trained one), earlier calls rewritten as
+`<tool_call>` text and tool results as `<tool_response>` user turns, so that any template can
+show them; one that renders calls but shows no tools gets `tools_note`, with its own call as the
+example. And the history made to fit what templates refuse: system turns moved before the user
+turn they follow, or folded into a user turn (`fold_system`, `fold_first_system`), call ids fitted
+to the family's rule (`fit_ids`).
 
 Does not: parse output or build grammars (each format's object in calls/ does, through output.py
-and grammar.py); it only picks the format.
+and grammar.py), or render (template.py, through chatformat.py).
 """
 from __future__ import annotations
 
