@@ -163,3 +163,23 @@ def test_family_markers_that_are_control_tokens_are_shown_as_text():
                                 piece=lambda token: b"")
         special = Engine._marker_tokens(SimpleNamespace(chat=chat, model=model))
         assert {ids[m] for m in markers} <= special, template
+
+
+def test_headers_are_never_given_back_as_text():
+    """The engine gives back, as text, a call that opened and never became one; a family's
+    headers and message ends (gpt-oss's) are no call: an answer of nothing but them is empty."""
+    import asyncio
+
+    from unsloth_min.core import Finish, TextDelta, Usage
+    from unsloth_min.engine import parsed
+    from unsloth_min.engine.output import OutputParser
+
+    async def answer(tokens: list[str]) -> list:
+        queue = asyncio.Queue()
+        for t in tokens + [Finish("stop", Usage(5, len(tokens)))]:
+            queue.put_nowait(TextDelta(t) if isinstance(t, str) else t)
+        parser = OutputParser(C.HARMONY, C.HARMONY.think, start="<|start|>")
+        return [ev async for ev in parsed(queue, parser, SimpleNamespace(stop=False))]
+
+    events = asyncio.run(answer(["<|channel|>", "final", "<|message|>", "<|end|>"]))
+    assert [type(e).__name__ for e in events] == ["Finish"]

@@ -159,6 +159,7 @@ class Engine:
                 self.model.close()
                 raise
         self.tool_format = self.chat.tool_format  # None: we describe tools
+        self.call_format, self.think_format = self.chat.call_format, self.chat.think_format
         self.special = self._marker_tokens()
         self.scheduler = Scheduler(self.model, opts.max_queue)
         self._mailboxes: dict[asyncio.AbstractEventLoop, Mailbox] = {}
@@ -305,7 +306,7 @@ async def parsed(queue: asyncio.Queue, parser: OutputParser, seq: Sequence) -> A
         elif isinstance(ev, Finish):
             rest = parser.close()
             text = "".join(raw)
-            if not delivered and not rest and any(m in text for m in parser.markers):
+            if not delivered and not rest and any(m in text for m in parser.opens):
                 rest = [TextDelta(text)]  # (an empty <think></think> is no call: not given back)
             for out in rest:
                 yield out

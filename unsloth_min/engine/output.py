@@ -52,8 +52,8 @@ class OutputParser:
         self.calling = calling and tools is not None  # tools are offered: calls are answers
         self.keep = tools is not None and tools.keeps_space  # the model's whitespace stays as it is
         self.schemas = schemas or {}  # tool name → parameters schema (types XML values)
-        watched = (tools.frames + (tools.opens if self.calling else ())) if tools else ()
-        self.markers = tuple(dict.fromkeys(watched))
+        self.opens = tools.opens if self.calling else ()  # the markers that begin calls
+        self.markers = tuple(dict.fromkeys((tools.frames if tools else ()) + self.opens))  # all watched
         self.opened = start or ""  # the marker of the header or call being opened
         self.state = State.OPEN if start is not None else State.THINK if thinking else State.TEXT
         self.buf = think.open if thinking and think.kept else ""  # received, not yet given out
