@@ -7,9 +7,11 @@ to a response before the first token), then the worker's text run through the ou
 (client gone, task cancelled) cancels the sequence: the worker drops it before its next token.
 System messages after the first turn (Claude Code sends them) go to the template as system turns;
 a template that refuses them gets them folded into the nearest user turn.
-Tools and thinking: the template's own formats are detected once (formats.py); a template without
-a tool format gets our Hermes section instead. `tool_choice` none hides the tools; required, a
-named function, auto (lazily) and `response_schema` get a grammar (grammar.py).
+Tools and thinking: the template and its model family are one `ChatFormat` (chatformat.py), built
+once: it renders the prompt, sets up the output parser and builds the grammar, in the family's own
+syntax (a template without a tool format gets our Hermes section instead); the family's markers
+that are control tokens are detokenized as text for the parser. `tool_choice` none hides the
+tools; required, a named function, auto (lazily) and `response_schema` get a grammar (grammar.py).
 With `--mmproj` a prompt with images is tokenized by the projector (vision.py), off the event loop,
 into token ids plus image chunks the worker evaluates; without one, images are dropped with a
 warning, once per request. When ggml aborts while serving (a lost `--rpc` server, a failed

@@ -28,7 +28,13 @@ from .output import OutputParser
 from .template import CHATML, ChatTemplate, TemplateError
 
 
+# How history calls may be shown to a template: (arguments as JSON text, None content), tried in order
+CALL_SHAPES = ((False, False), (True, False), (False, True), (True, True))
+
+
 class ChatFormat:
+    """A template and its family: the prompt for a request, the parser and grammar for its answer."""
+
     def __init__(self, source: str | None, bos_token: str = "", eos_token: str = ""):
         self.template = ChatTemplate(source or CHATML, bos_token, eos_token)
         self.tool_format: CallFormat | None = detect_tool_format(self.template.source)  # None: ours
@@ -45,7 +51,8 @@ class ChatFormat:
         call = Message("assistant", [ToolCall("call_0", "get_weather", '{"city": "Paris"}')])
         tool = Tool("get_weather", "The weather in a city", {"type": "object", "properties": {"city": {"type": "string"}}})
         called = None
-        for tpl.string_args, tpl.null_content in ((False, False), (True, False), (False, True), (True, True)):
+        for shape in CALL_SHAPES:
+            tpl.string_args, tpl.null_content = shape
             try:
                 called = self._plain(ChatRequest(messages=[user, call]), generation_prompt=False)
             except TemplateError:
