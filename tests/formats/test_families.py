@@ -183,3 +183,22 @@ def test_headers_are_never_given_back_as_text():
 
     events = asyncio.run(answer(["<|channel|>", "final", "<|message|>", "<|end|>"]))
     assert [type(e).__name__ for e in events] == ["Finish"]
+
+
+def test_a_template_s_own_rule_is_kept_and_quoted_after_what_can_be_folded():
+    """Mistral's templates let only an assistant turn follow tool results: a user turn there is
+    folded into the last result (Claude Code sends reminders beside its results); two user turns in
+    a row break the rule whatever is folded, and the 400 quotes it."""
+    from unsloth_min.core import ToolCall, ToolResult
+    from unsloth_min.engine.template import TemplateError
+
+    fmt = scorer.chat_format("mistralai-Mistral-Nemo-Instruct-2407.jinja")
+    history = [Message("user", [Text("Weather?")]),
+               Message("assistant", [ToolCall("a1b2c3d4e", "get_weather", json.dumps(PARIS))]),
+               Message("tool", [ToolResult("a1b2c3d4e", "sunny", "get_weather")]),
+               Message("user", [Text("<reminder>be brief</reminder>")])]
+    text, _ = fmt.render_parts(ChatRequest(messages=history, tools=[WEATHER]), True)
+    assert "sunny\n\n<reminder>be brief</reminder>" in text
+    with pytest.raises(TemplateError) as refused:
+        fmt.render_parts(ChatRequest(messages=[Message("user", [Text("a")]), Message("user", [Text("b")])]), True)
+    assert refused.value.rule and refused.value.status == 400 and "must alternate" in refused.value.message

@@ -21,7 +21,7 @@ from dataclasses import replace
 from ..core import ChatRequest, Message, Text, Tool, ToolCall
 from .calls import HERMES, CallFormat
 from .formats import (ThinkFormat, detect_think_format, detect_tool_format, fit_ids, fold_first_system,
-                      fold_system, prepare_messages, starts_thinking, system_before_user, tools_note,
+                      fold_into_results, fold_system, prepare_messages, starts_thinking, system_before_user, tools_note,
                       with_system)
 from .grammar import Grammar, build_grammar
 from .output import OutputParser
@@ -88,8 +88,9 @@ class ChatFormat:
 
     def render_parts(self, req: ChatRequest, thinking: bool, image_marker: str | None = None) -> tuple[str, str]:
         """(conversation + generation prompt, prefill) with the tools shown the template's way. A
-        template that refuses system turns where they stand gets them folded into user turns; one
-        that refuses the history itself answers with its own rule (TemplateError, a 400)."""
+        template that refuses system turns where they stand gets them folded into user turns, one
+        that refuses a user turn after tool results gets it folded into the last result; one that
+        still refuses the history answers with its own rule (TemplateError, a 400)."""
         offered, messages = req.offered_tools, fit_ids(system_before_user(req.messages), self.call_format)
         if self.tool_format is None:
             shown = replace(req, messages=prepare_messages(messages, offered), tools=[])
@@ -106,7 +107,7 @@ class ChatFormat:
         try:
             return render(shown)
         except TemplateError as refused:
-            for fold in (fold_system, fold_first_system):  # (each on what the one before left)
+            for fold in (fold_system, fold_first_system, fold_into_results):  # (each on what the last left)
                 folded = fold(shown.messages)
                 if folded is not None:
                     shown = replace(shown, messages=folded)

@@ -177,6 +177,22 @@ def fold_first_system(messages: list[Message]) -> list[Message] | None:
     return [_with_text(messages[1], [messages[0].text, messages[1].text])] + messages[2:]
 
 
+def fold_into_results(messages: list[Message]) -> list[Message] | None:
+    """A text-only user turn right after tool results folded into the last result, for templates
+    whose rule lets only an assistant turn follow results (Mistral's; Claude Code sends its
+    reminders beside its tool results); None when there is none."""
+    out: list[Message] = []
+    for m in messages:
+        results = [p for p in out[-1].parts if isinstance(p, ToolResult)] if out and out[-1].role == "tool" else []
+        if m.role == "user" and results and all(isinstance(p, Text) for p in m.parts):
+            last = results[-1]
+            merged = replace(last, content=last.content + "\n\n" + m.text)
+            out[-1] = Message("tool", [merged if p is last else p for p in out[-1].parts])
+        else:
+            out.append(m)
+    return out if len(out) < len(messages) else None
+
+
 def fit_ids(messages: list[Message], fmt: CallFormat) -> list[Message]:
     """Call ids (in calls and in their results) as the family's template accepts them (Mistral's:
     9 letters and digits; Kimi's: `functions.NAME:N`), each id mapped the same way wherever it
