@@ -136,6 +136,7 @@ class ChatRequest:
     parallel_tool_calls: bool = True
     response_schema: dict | None = None  # json_object → {} ; json_schema → the schema
     enable_thinking: bool | None = None  # None → server default
+    reasoning_effort: str | None = None  # the dialect's effort level, for templates that read one (gpt-oss)
     # server tools (SPEC "Server tools"); the dialects pass them through unchanged
     enable_tools: bool = False
     enabled_tools: tuple[str, ...] = ()

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from unsloth_min.core import ChatRequest, TextDelta, Tool, ToolCallDelta
+from unsloth_min.engine import calls as C
 from unsloth_min.engine.calls import (FORMATS, HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML,
                                       CallFormat, State, Step)
 from unsloth_min.engine.calls.jsoncalls import JsonCalls, JsonReader
@@ -27,12 +28,14 @@ WEATHER = Tool("get_weather", "Weather", SCHEMAS["get_weather"])
 
 
 def test_every_format_has_its_markers_and_a_unique_name():
-    assert [f.name for f in FORMATS] == ["hermes", "qwen3_xml", "llama3", "mistral", "mistral_args"]
-    assert {f: f.markers for f in FORMATS} == {
-        HERMES: ("<tool_call>", "</tool_call>"), QWEN3_XML: ("<tool_call>", "</tool_call>"),
+    names = [f.name for f in FORMATS]
+    assert len(set(names)) == len(names) == 33 and {"hermes", "qwen3_xml", "llama3", "mistral", "mistral_args"} <= set(names)
+    assert {f: f.markers for f in (HERMES, QWEN3_XML, LLAMA3, MISTRAL, MISTRAL_ARGS)} == {
+        HERMES: ("<tool_call>", "</tool_call>"), QWEN3_XML: ("<tool_call>", "</tool_call>", "<function="),
         LLAMA3: ("<|python_tag|>",), MISTRAL: ("[TOOL_CALLS]",),
         MISTRAL_ARGS: ("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")}
-    assert all(isinstance(f, CallFormat) and f.preamble()[0] == f.open for f in FORMATS)
+    assert all(isinstance(f, CallFormat) and f.markers and f.preamble() for f in FORMATS)
+    assert all(f.preamble()[0] == f.open for f in (HERMES, QWEN3_XML, LLAMA3, MISTRAL, MISTRAL_ARGS))
 
 
 # ---- reading: what follows the marker, what follows a call -------------------------------------
@@ -167,6 +170,65 @@ def test_calls_rule_spells_the_format(fmt, spelled):
     assert literal(fmt.open)[:-1] in rules.text()  # the marker: a literal of its own, or the call's start
 
 
+# (format, a call, what follows where its trigger must fire first, prose that must not fire it)
+FAMILY_CALLS = [
+    (C.HARMONY, " to=functions.get_time<|channel|>commentary json<|message|>{}", "get_time<|channel|>commentary json<|message|>{}",
+     "Send it to=functions please."),
+    (C.KIMI_K2, "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_time:0<|tool_call_argument_begin|>{}"
+                "<|tool_call_end|><|tool_calls_section_end|>", "<|tool_call_begin|>functions.get_time:0"
+     "<|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_end|>", "Use the tool_calls_section."),
+    (C.KIMI_K3, '<|open|>tools<|sep|><|open|>call tool="get_time" index="1"<|sep|><|close|>call<|sep|><|close|>tools<|sep|>',
+     '<|open|>call tool="get_time" index="1"<|sep|><|close|>call<|sep|><|close|>tools<|sep|>',
+     "Open the tools, call them."),
+    (C.LING, "<tool_call>get_time</tool_call>", "</tool_call>", "Write <tool_call> tags, <tool_call>{x}."),
+    (C.COHERE, '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "get_time", "parameters": {}}]<|END_ACTION|>',
+     '[{"tool_call_id": "0", "tool_name": "get_time", "parameters": {}}]<|END_ACTION|>', "Use START_ACTION."),
+    (C.LFM2, "<|tool_call_start|>[get_time()]<|tool_call_end|>", "()]<|tool_call_end|>", "Say tool_call_start [x]."),
+    (C.MINIMAX_M3, ']<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name="get_time">]<]minimax[>[</invoke>\n'
+                   "]<]minimax[>[</tool_call>", '\n]<]minimax[>[<invoke name="get_time">]<]minimax[>[</invoke>\n'
+                   "]<]minimax[>[</tool_call>", "Use <tool_call> and <invoke name=x>."),
+    (C.DSML_V32, '<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_time">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>',
+     '\n<｜DSML｜invoke name="get_time">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>', "Use function_calls blocks."),
+    (C.DSML_V4, '<｜DSML｜tool_calls>\n<｜DSML｜invoke name="get_time">\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>',
+     '\n<｜DSML｜invoke name="get_time">\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>', "Use tool_calls blocks."),
+    (C.GEMMA4, "<|tool_call>call:get_time{}<tool_call|>", "call:get_time{}<tool_call|>", "A tool_call: call it."),
+    (C.MINICPM5, '<function name="get_time"></function>', 'get_time"></function>', "A function name here."),
+    (C.SEED_OSS, "<seed:tool_call>\n<function=get_time>\n</function>\n</seed:tool_call>",
+     "\n<function=get_time>\n</function>\n</seed:tool_call>", "Use seed:tool_call blocks."),
+    (C.DEEPSEEK_R1, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n{}\n```"
+                    "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n{}\n```"
+     "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "Use tool calls."),
+    (C.DEEPSEEK_V31, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}<｜tool▁call▁end｜>"
+                     "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+     "Use tool calls."),
+    (C.GLM, "<tool_call>get_time</tool_call>", "</tool_call>", "Write <tool_call> tags, <tool_call>{x}."),
+    (C.MINIMAX_M2, '<minimax:tool_call>\n<invoke name="get_time">\n</invoke>\n</minimax:tool_call>',
+     '\n<invoke name="get_time">\n</invoke>\n</minimax:tool_call>', "Use minimax:tool_call blocks."),
+    (C.NEMOTRON, '<TOOLCALL>[{"name": "get_time", "arguments": {}}]</TOOLCALL>',
+     '[{"name": "get_time", "arguments": {}}]</TOOLCALL>', "Use TOOLCALL lists."),
+    (C.APRIEL, '<tool_calls>[{"name": "get_time", "arguments": {}}]</tool_calls>',
+     '[{"name": "get_time", "arguments": {}}]</tool_calls>', "Use tool_calls lists."),
+    (C.FIREFUNCTION, ' functools[{"name": "get_time", "arguments": {}}]', '{"name": "get_time", "arguments": {}}]',
+     "Import functools now."),
+    (C.APERTUS, '<|tools_prefix|>[{"get_time": {}}]<|tools_suffix|>', '[{"get_time": {}}]<|tools_suffix|>',
+     "Use tools_prefix."),
+    (C.GIGACHAT_V3, '<|message_sep|>\n\nfunction call<|role_sep|>\n{"name": "get_time", "arguments": {}}',
+     '\n{"name": "get_time", "arguments": {}}', "Split at message_sep."),
+    (C.GIGACHAT_V31, '<|function_call|>{"name": "get_time", "arguments": {}}', '{"name": "get_time", "arguments": {}}',
+     "A function_call, {like this}."),
+    (C.COMMAND_R_PLUS, 'Action:\n```json\n[{"tool_name": "get_time", "parameters": {}}]\n```',
+     '\n```json\n[{"tool_name": "get_time", "parameters": {}}]\n```', "Take no action."),
+    (C.FUNCTIONARY_V31, '<function=get_time>{}</function>', "get_time>{}</function>", "Use function tags."),
+    (C.FUNCTIONARY_V32, "get_time\n{}", None, "all\nHello."),
+    (C.MINIMAX_M1, '<tool_calls>\n{"name": "get_time", "arguments": {}}\n</tool_calls>',
+     '\n{"name": "get_time", "arguments": {}}\n</tool_calls>', "Use tool_calls tags."),
+    (C.GRANITE, '<|tool_call|>[{"name": "get_time", "arguments": {}}]', '[{"name": "get_time", "arguments": {}}]',
+     "A tool_call, [maybe]."),
+    (C.MUSE_GLIMMER, ' to=get_time<|message|><atem:function_calls>\n<atem:invoke name="get_time">\n</atem:invoke>\n'
+                     "</atem:function_calls>", '<atem:function_calls>\n<atem:invoke name="get_time">\n'
+                     "</atem:invoke>\n</atem:function_calls>", "Send it to=user<|message|>, to=get_time."),
+]
+
 CALLS = {  # a call in each format, where its trigger must fire first, and prose that must not fire it
     HERMES: ('<tool_call>\n{"name": "get_time", "arguments": {}}</tool_call>', len("<tool_call>"),
              "Write calls in tool_call tags, {like this}."),
@@ -175,6 +237,7 @@ CALLS = {  # a call in each format, where its trigger must fire first, and prose
     LLAMA3: ('{"name": "get_time", "parameters": {}}', 1, 'The answer is {"name": "x"}.'),
     MISTRAL: ('[TOOL_CALLS] [{"name": "get_time", "arguments": {}}]', len("[TOOL_CALLS]"), "Use TOOL_CALLS."),
     MISTRAL_ARGS: ("[TOOL_CALLS]get_time[ARGS]{}", len("[TOOL_CALLS]g"), "Write [TOOL_CALLS]lookup[ARGS]{x}."),
+    **{fmt: (call, None if rest is None else len(call) - len(rest), prose) for fmt, call, rest, prose in FAMILY_CALLS},
 }
 
 
@@ -183,7 +246,7 @@ def test_triggers_fire_where_a_call_begins_and_not_in_prose(fmt):
     call, first, prose = CALLS[fmt]
     triggers = [re.compile(t) for t in fmt.triggers(["get_time"])]
     fired = [i for i in range(len(call) + 1) if any(t.search(call[:i]) for t in triggers)]
-    assert fired and fired[0] == first
+    assert (fired and fired[0] == first) if first is not None else not triggers  # (None: no safe trigger)
     assert not any(t.search(prose[:i]) for t in triggers for i in range(len(prose) + 1))
 
 

@@ -13,6 +13,7 @@ from support.scripted import ScriptedEngine
 from unsloth_min.core import (ChatEngine, ChatRequest, Message, Reasoning, Sampling, Text, Tool, ToolCall,
                               ToolResult)
 from unsloth_min.engine import Engine, EngineOptions
+from unsloth_min.engine.calls import FUNCTIONARY_V31
 from unsloth_min.engine.formats import (HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_XML, ThinkFormat,
                                         detect_think_format, detect_tool_format, prepare_messages,
                                         starts_thinking)
@@ -109,8 +110,8 @@ def test_template_raise_exception_is_a_400():
     ('Respond in the format {"name": function name, "parameters": dictionary of argument name', LLAMA3),
     ("{{- '\\n<tool_call>\\n<function=' + tool_call.name + '>\\n' }}", QWEN3_XML),  # Qwen3-Coder
     ("<tools>…</tools> <tool_call>\n<function=example>\n<parameter=x>\n…", QWEN3_XML),  # ...ahead of Hermes
-    ('<function=name>{"arg": "value"}</function>', None),  # Llama 3.1 custom calls: not ours to parse
-    ('<function=name>{"arg"}</function> {"name": function name, "parameters": dictionary of', None),
+    ('<function=name>{"arg": "value"}</function>', FUNCTIONARY_V31),  # Llama 3.1 / Functionary v3.1 custom calls
+    ('<function=name>{"arg"}</function> {"name": function name, "parameters": dictionary of', FUNCTIONARY_V31),
     (CHATML, None),
 ])
 def test_tool_format_is_read_from_the_template(source, expected):
@@ -127,10 +128,10 @@ def test_control_token_markers_reach_the_parser_as_text():
     ids = {"[TOOL_CALLS]": 5, "[ARGS]": 6, "[CALL_ID]": 7, "[THINK]": 8, "[/THINK]": 9}
     model = SimpleNamespace(tokenize=lambda text, special: [ids[text]] if text in ids else [1, 2],
                             piece=lambda token: b"")
-    engine = SimpleNamespace(call_format=MISTRAL_ARGS, think_format=ThinkFormat("[THINK]", "[/THINK]"),
-                             model=model)
+    think = ("[THINK]", "[/THINK]")
+    engine = SimpleNamespace(chat=SimpleNamespace(markers=MISTRAL_ARGS.markers + think), model=model)
     assert Engine._marker_tokens(engine) == {5, 6, 7, 8, 9}
-    engine.call_format = MISTRAL
+    engine.chat.markers = MISTRAL.markers + think
     assert Engine._marker_tokens(engine) == {5, 8, 9}
 
 

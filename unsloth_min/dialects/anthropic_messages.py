@@ -222,11 +222,13 @@ def parse_thinking(body: dict, draft: Draft) -> None:
 
 def parse_output_config(body: dict, draft: Draft) -> None:
     """`output_config.format` (structured outputs: a JSON schema); `effort`: `low` turns
-    adaptive (or unsaid) thinking off, the other levels leave it as it is."""
+    adaptive (or unsaid) thinking off, the other levels leave it as it is; all reach templates
+    that read an effort (gpt-oss) as `reasoning_effort`."""
     config = get_object(body, "output_config", {})
     effort = get_choice(config, "effort", EFFORTS, path="output_config")
     if effort == "low" and get_object(body, "thinking", {}).get("type") != "enabled":
         draft.enable_thinking = False
+    draft.reasoning_effort = effort
     fmt = get_object(config, "format", path="output_config")
     if fmt is None:
         return

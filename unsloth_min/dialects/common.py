@@ -49,6 +49,7 @@ class Draft:
     parallel_tool_calls: bool = True
     response_schema: dict | None = None
     enable_thinking: bool | None = None  # the dialect's own switch (thinking, reasoning.effort)
+    reasoning_effort: str | None = None  # the dialect's own effort field, as it was spelled
     hosted: list[str] = field(default_factory=list)  # server tools the dialect's `tools` asked for
 
 
@@ -79,6 +80,11 @@ def ignore_unknown(body: dict, known: set[str]) -> None:
         ignored(key)
 
 
+# The effort levels the dialects know; each reaches the template as spelled (the model's family
+# maps it to its own: engine/calls' `effort`)
+EFFORT_LEVELS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
 def build_request(draft: Draft, body: dict, cls: type = ChatRequest, **extra) -> ChatRequest:
     """The frozen request: `draft` plus SPEC's extension fields and the defaults (module doc)."""
     enable_thinking = draft.enable_thinking
@@ -98,7 +104,8 @@ def build_request(draft: Draft, body: dict, cls: type = ChatRequest, **extra) ->
               response_schema=draft.response_schema, enable_thinking=enable_thinking,
               enable_tools=enable_tools, enabled_tools=enabled,
               session_id=get_str(body, "session_id"),
-              max_tool_calls=get_number(body, "max_tool_calls", lo=0, integer=True), **extra)
+              max_tool_calls=get_number(body, "max_tool_calls", lo=0, integer=True),
+              reasoning_effort=draft.reasoning_effort, **extra)
     check_tool_choice(req)
     return req
 

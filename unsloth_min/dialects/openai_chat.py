@@ -18,7 +18,7 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     bad_request, new_id)
 from ..media import image_from_url
 from . import encoder as base
-from .common import Dialect, Draft, build_request, parse_output_format, parse_sampling
+from .common import EFFORT_LEVELS, Dialect, Draft, build_request, parse_output_format, parse_sampling
 from .fields import (content, get_bool, get_choice, get_list, get_number, get_object, get_stops,
                      get_str, objects, require_object)
 
@@ -46,6 +46,9 @@ def parse_request(body: dict) -> ChatRequest:
     parse_tools(body, draft)
     draft.response_schema = parse_output_format(get_object(body, "response_format"),
                                                 "response_format", holder="json_schema")
+    draft.reasoning_effort = get_choice(body, "reasoning_effort", EFFORT_LEVELS)
+    if draft.reasoning_effort == "none":
+        draft.enable_thinking = False
     return build_request(draft, body)
 
 

@@ -209,6 +209,7 @@ def parse_reasoning(body: dict, draft: Draft) -> str | None:
     effort = get_choice(get_object(body, "reasoning", {}), "effort", EFFORTS, path="reasoning")
     if effort is not None:
         draft.enable_thinking = effort != "none"
+    draft.reasoning_effort = effort
     return effort
 
 

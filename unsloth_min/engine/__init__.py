@@ -7,9 +7,11 @@ to a response before the first token), then the worker's text run through the ou
 (client gone, task cancelled) cancels the sequence: the worker drops it before its next token.
 System messages after the first turn (Claude Code sends them) go to the template as system turns;
 a template that refuses them gets them folded into the nearest user turn.
-Tools and thinking: the template's own formats are detected once (formats.py); a template without
-a tool format gets our Hermes section instead. `tool_choice` none hides the tools; required, a
-named function, auto (lazily) and `response_schema` get a grammar (grammar.py).
+Tools and thinking: the template and its model family are one `ChatFormat` (chatformat.py), built
+once: it renders the prompt, sets up the output parser and builds the grammar, in the family's own
+syntax (a template without a tool format gets our Hermes section instead); the family's markers
+that are control tokens are detokenized as text for the parser. `tool_choice` none hides the
+tools; required, a named function, auto (lazily) and `response_schema` get a grammar (grammar.py).
 With `--mmproj` a prompt with images is tokenized by the projector (vision.py), off the event loop,
 into token ids plus image chunks the worker evaluates; without one, images are dropped with a
 warning, once per request. When ggml aborts while serving (a lost `--rpc` server, a failed
@@ -33,14 +35,11 @@ from typing import AsyncIterator, Callable
 
 from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started, TextDelta
 from . import ggml
-from .formats import (HERMES, detect_think_format, detect_tool_format, fold_system, prepare_messages,
-                      starts_thinking, system_before_user)
-from .grammar import build_grammar
+from .chatformat import ChatFormat
 from .model import Model, ModelParams
 from .output import OutputParser
 from .prompt_cache import CacheOptions, build_cache
 from .scheduler import MAX_QUEUE, Scheduler, Sequence
-from .template import CHATML, ChatTemplate, TemplateError
 from .vision import MediaChunk, Vision
 
 log = logging.getLogger("unsloth_min.engine")
@@ -153,8 +152,9 @@ class Engine:
         source = opts.chat_template or self.model.chat_template()
         if not source:
             log.warning("the model has no chat template: using ChatML")
-        self.template = ChatTemplate(source or CHATML, self.model.special_text(self.model.bos),
-                                     self.model.special_text(self.model.eos))
+        self.chat = ChatFormat(source, self.model.special_text(self.model.bos),
+                               self.model.special_text(self.model.eos))
+        self.template = self.chat.template
         self.vision = None
         if opts.mmproj:
             try:
@@ -162,9 +162,8 @@ class Engine:
             except Exception:
                 self.model.close()
                 raise
-        self.tool_format = detect_tool_format(self.template.source)  # None: we describe tools
-        self.think_format = detect_think_format(self.template.source)
-        self.call_format = self.tool_format or HERMES  # the template's, or the one we describe
+        self.tool_format = self.chat.tool_format  # None: we describe tools
+        self.call_format, self.think_format = self.chat.call_format, self.chat.think_format
         self.special = self._marker_tokens()
         self.cache = build_cache(self.model, opts.cache)
         try:
@@ -183,10 +182,9 @@ class Engine:
 
     def _marker_tokens(self) -> frozenset:
         """Markers that are control tokens (e.g. `[TOOL_CALLS]`, `[ARGS]`) must reach the parser as text."""
-        fmt, think = self.call_format, self.think_format
         out = set()
-        for marker in fmt.markers + (think.open, think.close):
-            ids = self.model.tokenize(marker, special=True) if marker else []
+        for marker in self.chat.markers:
+            ids = self.model.tokenize(marker, special=True)
             if len(ids) == 1 and not self.model.piece(ids[0]):
                 out.add(ids[0])
         return frozenset(out)
@@ -232,29 +230,13 @@ class Engine:
         if marker is None and images_of(req):
             log.warning("this model has no vision projector: the request's images are dropped")
         thinking = self.reasoning if req.enable_thinking is None else req.enable_thinking
-        offered, messages = req.offered_tools, system_before_user(req.messages)
-        if self.tool_format is None:
-            shown = replace(req, messages=prepare_messages(messages, offered), tools=[])
-        else:
-            shown = replace(req, messages=messages, tools=offered)
-        try:
-            return self.template.render_parts(shown, thinking, marker)
-        except TemplateError:
-            folded = fold_system(shown.messages)
-            if folded is None:
-                raise
-            return self.template.render_parts(replace(shown, messages=folded), thinking, marker)
+        return self.chat.render_parts(req, thinking, marker)
 
     def plan(self, req: ChatRequest):
         """(prompt tokens, image chunks by start, output parser, grammar or None)."""
         text, prefill = self.render_parts(req)
-        thinking = starts_thinking(text, prefill, self.think_format)
-        calling = bool(req.offered_tools)
-        fmt = self.call_format
-        parser = OutputParser(fmt if calling else None, self.think_format, thinking,
-                              req.parallel_tool_calls, {t.name: t.parameters for t in req.tools})
         prompt, media = self.build_prompt(req, text + prefill)
-        return prompt, media, parser, build_grammar(req, fmt, self.think_format, thinking)
+        return prompt, media, self.chat.parser(req, text, prefill), self.chat.grammar(req, text, prefill)
 
     def tokenize_prompt(self, req: ChatRequest) -> list[int]:
         return self.build_prompt(req, self.render(req))[0]
@@ -337,7 +319,7 @@ async def parsed(queue: asyncio.Queue, parser: OutputParser, seq: Sequence) -> A
         elif isinstance(ev, Finish):
             rest = parser.close()
             text = "".join(raw)
-            if not delivered and not rest and any(m in text for m in parser.markers):
+            if not delivered and not rest and any(m in text for m in parser.opens):
                 rest = [TextDelta(text)]  # (an empty <think></think> is no call: not given back)
             for out in rest:
                 yield out

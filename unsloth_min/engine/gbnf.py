@@ -53,6 +53,30 @@ def prefix_regex(parts: list) -> str:
     return regex_escape(parts[0]) + (f"(?:{rest})?" if rest else "")
 
 
+def text_until(rules: "Rules", marker: str, name: str) -> str:
+    """Raw text that never contains `marker`: a matcher for it (Knuth-Morris-Pratt), one rule per
+    state (`{name}K`: the text so far ends in the marker's first K characters, and no earlier
+    state fits better); any state may end, none may complete the marker. The start rule's name."""
+    chars = sorted(set(marker))
+    fail = [0] * (len(marker) + 1)  # the longest proper border of marker[:k]
+    for k in range(2, len(marker) + 1):
+        b = fail[k - 1]
+        while b and marker[b] != marker[k - 1]:
+            b = fail[b]
+        fail[k] = b + 1 if marker[b] == marker[k - 1] else 0
+
+    def step(k: int, c: str) -> int:
+        while k and marker[k] != c:
+            k = fail[k]
+        return k + 1 if marker[k] == c else 0
+
+    other = "[^" + "".join("\\" + c if c in "]\\^-" else c for c in chars) + "]"
+    for k in range(len(marker)):
+        alts = [f"{literal(c)} {name}{step(k, c)}" for c in chars if step(k, c) < len(marker)]
+        rules.add(f"{name}{k}", "( " + " | ".join(alts + [f"{other} {name}0"]) + " )?")
+    return f"{name}0"
+
+
 # ---- schemas -------------------------------------------------------------------------------------
 INT_DIGITS = 16  # the converter's own cap on an integer's digits
 INT_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")

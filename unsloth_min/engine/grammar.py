@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..core import ChatRequest, Tool
 from .calls import CallFormat
-from .formats import ThinkFormat
+from .calls import ThinkFormat
 from .gbnf import GAP, WS_SET, Rules, literal, prefix_regex
 
 
@@ -61,7 +61,7 @@ def build_grammar(req: ChatRequest, fmt: CallFormat, think: ThinkFormat,
     if req.response_schema is not None and not forced:
         answer = rules.schema(req.response_schema, "answer")
         if answer is not None:
-            alts.append(answer)
+            alts.append(fmt.answer_rule(rules, answer))
             preambles.append(["{"] if answer_is_object(req.response_schema) else [])
     if not alts:
         return None
@@ -72,11 +72,14 @@ def build_grammar(req: ChatRequest, fmt: CallFormat, think: ThinkFormat,
         rules.add("root", f"{literal(think.close)} x-ws ({body}) x-ws")
         return Grammar(rules.text(), tuple(f"({prefix_regex([think.close, GAP] + p)})$"
                                            for p in preambles))
-    rules.add("root", f"({body}) x-ws")  # whitespace, then only end-of-generation
-    if not lazy:
+    if not lazy:  # (whitespace after, then only end-of-generation)
+        rules.add("root", fmt.forced_root(rules, body))
         return Grammar(rules.text())
-    return Grammar(rules.text(), lazy_triggers(fmt, [t.name for t in allowed_tools(req)]),
-                   after=think.close if thinking else "")
+    triggers = lazy_triggers(fmt, [t.name for t in allowed_tools(req)])
+    if not triggers:  # (a format with no safe trigger: auto calls are parsed, not enforced)
+        return None
+    rules.add("root", f"({body}) x-ws")
+    return Grammar(rules.text(), triggers, after=think.close if thinking else "")
 
 
 def lazy_triggers(fmt: CallFormat, names: list[str] = ()) -> tuple[str, ...]:

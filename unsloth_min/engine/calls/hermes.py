@@ -14,6 +14,7 @@ from .jsoncalls import JsonCalls
 
 class Hermes(JsonCalls):
     name, open, close = "hermes", "<tool_call>", "</tool_call>"
+    signature = ("<tool_call>",)
 
     def calls_of(self, rules: Rules, call: str, parallel: bool) -> str:
         one = rules.add("x-one", f"{literal(self.open)} x-ws {call} x-ws {literal(self.close)}")

@@ -20,6 +20,9 @@ NAME_KEY = '"name"'
 class Llama3(JsonCalls):
     name, open, args_key = "llama3", "<|python_tag|>", "parameters"
 
+    def detect(self, source: str) -> bool:  # the tag, or the JSON shape the 3.2/3.3 templates teach
+        return self.open in source or '"parameters": dictionary' in source
+
     def maybe_bare_call(self, s: str) -> bool | None:
         if s[0] != "{":
             return False

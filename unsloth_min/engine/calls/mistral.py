@@ -1,38 +1,49 @@
 """Mistral (before v11): `[TOOL_CALLS][{"name": "f", "arguments": {…}}, …]`, one list of calls.
 
-Strategy: the marker, then a JSON list of call objects: `begin` opens the list at `[` (a `{` right
-after the marker is no call), `after` reads `,` (the next call) and `]` (the end); inside the
-list, whatever is no call ends it and is dropped. The forced grammar is the marker and the list
-(of one call without parallel calls); the lazy trigger the marker, `[` and the start of a call.
+Strategy: the marker, then a JSON list of call objects (`JsonList`); the model's own ids (`"id"`,
+after the arguments) are kept, so calls are read whole. Ids are 9 letters and digits, as its
+templates require (`fit_id`: a conversation's other ids mapped to such, `mint_id`: ours). The
+forced grammar is the marker and the list (of one call without parallel calls); the lazy trigger
+the marker, `[` and the start of a call.
 
 Does not: read v11's `[TOOL_CALLS]NAME[ARGS]{…}` (mistral_args.py).
 """
 from __future__ import annotations
 
-from ..gbnf import GAP, Rules, literal
-from .base import State, Step
-from .jsoncalls import JSON_HEAD, JsonCalls
+import hashlib
+import re
+import secrets
+import string
+
+from .jsoncalls import JsonList, Keys
+
+ID_CHARS = string.ascii_letters + string.digits
+ID_RULE = re.compile(r"[A-Za-z0-9]{9}")  # the templates' own check: "alphanumeric, length 9"
 
 
-class Mistral(JsonCalls):
+def fit_id(call_id: str) -> str:
+    """An id as Mistral's templates accept it: kept if it is one, else the same 9 characters
+    for the same id (its call and its result must still match)."""
+    if ID_RULE.fullmatch(call_id):
+        return call_id
+    n = int.from_bytes(hashlib.sha256(call_id.encode()).digest()[:8], "big")
+    return "".join(ID_CHARS[(n // len(ID_CHARS) ** i) % len(ID_CHARS)] for i in range(9))
+
+
+def mint_id() -> str:
+    return "".join(secrets.choice(ID_CHARS) for _ in range(9))
+
+
+class Mistral(JsonList):
     name, open = "mistral", "[TOOL_CALLS]"
+    signature = ("[TOOL_CALLS]",)
+    keys = Keys(id="id")  # the model's own ids come after the arguments: calls are read whole
 
-    def begin(self, s: str, listed: bool, schemas: dict) -> Step | None:
-        if not listed:
-            return Step(1, State.LIST) if s[0] == "[" else Step(0, State.TEXT)
-        return super().begin(s, listed, schemas)
+    def fit_id(self, call_id: str, index: int, name: str) -> str:
+        return fit_id(call_id)
 
-    def after(self, s: str) -> Step | None:
-        if s[0] == ",":
-            return Step(1, State.LIST)
-        return Step(1 if s[0] == "]" else 0, State.TEXT)
-
-    def calls_of(self, rules: Rules, call: str, parallel: bool) -> str:
-        more = f' (x-ws "," x-ws {call})*' if parallel else ""
-        return rules.add("x-calls", f'{literal(self.open)} x-ws "[" x-ws {call}{more} x-ws "]"')
-
-    def preamble(self) -> list:
-        return [self.open, GAP, "[", GAP] + JSON_HEAD
+    def mint_id(self, name: str, index: int) -> str:
+        return mint_id()
 
 
 MISTRAL = Mistral()

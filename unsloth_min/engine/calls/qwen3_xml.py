@@ -20,14 +20,14 @@ Does not: type values (xmlvalues.py), or watch for `<tool_call>` in the text (ou
 """
 from __future__ import annotations
 
-import json
 import re
 
 from ...core import Tool
-from ..gbnf import GAP, WS_SET, Rules, literal, log, prefix_regex, regex_escape, tool_schema
+from ..gbnf import GAP, WS_SET, Rules, literal, log, prefix_regex, regex_escape, text_until, tool_schema
 from ..textstream import partial_suffix
 from .base import WS, State, Step
 from .hermes import Hermes
+from .tagged import ObjectPieces, tagged_value
 from .xmlvalues import property_schema, schema_types, schema_values, xml_value
 
 FUNC, FUNC_END = "<function=", "</function>"
@@ -36,17 +36,14 @@ XML_NAME = re.compile(r"[^\s<>]{0,256}")  # a function or parameter name (an ove
 TAG_END, VALUE_END = ">\n", "\n" + PARAM_END + "\n"  # `<function=f>⏎`, `⏎</parameter>⏎`
 
 
-class XmlReader:
+class XmlReader(ObjectPieces):
     """One XML call, fed the text after its `<function=`."""
-    text = ""  # (never given back: once the name is read, it is a call)
 
     def __init__(self, close: str, schemas: dict):
+        super().__init__()
         self.close, self.schemas = close, schemas
-        self.name: str | None = None
         self.key: str | None = None  # the parameter whose value is being read
         self.scanned = 0             # how far that value was searched for its end tag
-        self.done: list[str] = []    # the JSON pieces of the parameters read
-        self.new: list[str] = []     # ...and those not asked for yet
 
     def feed(self, buf: str) -> Step:
         s = buf
@@ -91,34 +88,32 @@ class XmlReader:
         return s[end + len(PARAM_END):], None
 
     def _param(self, raw: str) -> None:
-        value = xml_value(raw, property_schema(self.schemas.get(self.name), self.key))
-        piece = ("{" if not self.done else ", ") + json.dumps(self.key, ensure_ascii=False) + ": " \
-            + json.dumps(value, ensure_ascii=False)
-        self.done.append(piece)
-        self.new.append(piece)
+        self._add(self.key, xml_value(raw, property_schema(self.schemas.get(self.name), self.key)))
         self.key = None
-
-    def pieces(self) -> list[str]:
-        out, self.new = self.new, []
-        return out
 
     def finish(self, complete: bool, rest: str) -> tuple[str, str] | None:
         if not complete and self.key is not None:  # the cut parameter keeps what it had
             self._param(rest[:len(rest) - partial_suffix(rest, PARAM_END)])
-        tail = "}" if self.done else "{}"
-        self.new.append(tail)
-        return self.name, "".join(self.done) + tail
+        return self._close()
 
 
 class Qwen3Xml(Hermes):
     name = "qwen3_xml"
+    more_opens = (FUNC,)
+    calls_end_thinking = True
+    signature = ("<tool_call>", "<function=")
 
-    def begin(self, s: str, listed: bool, schemas: dict) -> Step | None:
+    def detect(self, source: str) -> bool:  # (not GLM-style templates that write no newlines)
+        return super().detect(source) and "'<tool_call><function=' ~ tool_call.name ~ '>'" not in source
+
+    def begin(self, s: str, listed: bool, schemas: dict, marker: str = "") -> Step | None:
+        if marker == FUNC:  # (a call without `<tool_call>`, as Qwen3-Coder sometimes writes)
+            return Step(0, State.CALL, XmlReader(self.close, schemas))
         if s.startswith(FUNC):
             return Step(len(FUNC), State.CALL, XmlReader(self.close, schemas))
         if FUNC.startswith(s):
             return None
-        return super().begin(s, listed, schemas)
+        return super().begin(s, listed, schemas, marker)
 
     def call_rule(self, rules: Rules, tool: Tool, i: int) -> str:
         return xml_call(rules, tool, i)
@@ -136,25 +131,15 @@ QWEN3_XML = Qwen3Xml()
 
 # ---- the forced grammar --------------------------------------------------------------------------
 def xml_text(rules: Rules) -> str:
-    """Raw text that never contains `</parameter>`: a matcher for that marker, one rule per state
-    (xml-tK: the text so far ends in the marker's first K characters), any state may end."""
-    m = PARAM_END  # `<` occurs only first in it: a mismatch restarts at `<` (xml-t1) or at nothing
-    for k, c in enumerate(m):
-        alts = ['"<" xml-t1', f"[^<{c}] xml-t0" if k else "[^<] xml-t0"]
-        if 0 < k < len(m) - 1:  # the marker's last character is the one never allowed
-            alts.insert(0, f"{literal(c)} xml-t{k + 1}")
-        rules.add(f"xml-t{k}", "( " + " | ".join(alts) + " )?")
-    return "xml-t0"
+    """Raw text that never contains `</parameter>`."""
+    return text_until(rules, PARAM_END, "xml-t")
 
 
 def xml_value_rule(rules: Rules, schema, name: str) -> str | None:
-    values = schema_values(schema)
-    if values:  # written raw, as the parser reads them back
-        return "(" + " | ".join(literal(v if isinstance(v, str) else json.dumps(v)) for v in values) + ")"
-    kinds = schema_types(schema)
-    if not kinds or "string" in kinds:
-        return xml_text(rules)
-    return rules.schema(schema, name)  # JSON for a number, boolean, null, object or array
+    """A value as the reader reads it back (tagged.py's rule, the raw text ending at `</parameter>`)."""
+    if not schema_values(schema) and (not schema_types(schema) or "string" in schema_types(schema)):
+        return xml_text(rules)  # (one shared rule for every raw text)
+    return tagged_value(rules, schema, name, PARAM_END)
 
 
 def xml_params(rules: Rules, schema, i: int) -> str | None:

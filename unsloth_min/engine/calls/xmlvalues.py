@@ -97,13 +97,13 @@ PARSERS = (  # tried in this order for the types a schema allows; None: does not
 )
 
 
-def xml_value(raw: str, schema) -> object:
+def xml_value(raw: str, schema, trim: bool = True) -> object:
     """A parameter's value as llama.cpp's and vLLM's Qwen3-Coder parsers read it: a string is the
     raw text less one leading and one trailing newline; a number, boolean, null, object or array
     is parsed from that text (objects/arrays also as Python literals); what does not parse as any
     type the schema allows stays a string. No schema (an unknown key): any type that parses."""
-    text = raw[1:] if raw.startswith("\n") else raw
-    text = text[:-1] if text.endswith("\n") else text
+    text = raw[1:] if trim and raw.startswith("\n") else raw
+    text = text[:-1] if trim and text.endswith("\n") else text
     kinds = schema_types(schema)
     if kinds == {"string"}:
         return text
