@@ -7,7 +7,7 @@ Usage:
 Replays a recorded Claude Code request (its system text and tools: ~12.5k tokens with the embedded
 model's tokenizer) as a coding agent's sessions over /v1/messages, and prints each step's time to
 the first token for each server (a request for one token, start to end: the prompt's work, whatever
-the model would write first; the assistant turns appended are a fixed answer):
+the model would write first; the next turn appends that token as the answer, as an agent would):
   A1 session A, turn 1, cold          A2 its turn 2 (its answer and a new question appended)
   B1 a new session (another billing line and question: the client prompt is the same)
   X0-X3 four other ~2k-token conversations (each takes a slot: with 4 slots, A's is gone)
@@ -55,8 +55,8 @@ def other(i: int) -> dict:
     return {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": facts + "\nSummarize."}]}
 
 
-def step(port: int, body: dict) -> tuple[float, int]:
-    """(seconds to the first token, cached prompt tokens) of a one-token request."""
+def step(port: int, body: dict) -> tuple[float, int, str]:
+    """(seconds to the first token, cached prompt tokens, the answer) of a one-token request."""
     body = dict(body, stream=False, max_tokens=1, temperature=0)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
     t0 = time.perf_counter()
@@ -69,12 +69,14 @@ def step(port: int, body: dict) -> tuple[float, int]:
     conn.close()
     if resp.status != 200:
         raise RuntimeError(f"{resp.status}: {data[:300]!r}")
-    return seconds, json.loads(data)["usage"].get("cache_read_input_tokens") or 0
+    reply = json.loads(data)
+    text = "".join(b.get("text", "") for b in reply["content"] if b.get("type") == "text")
+    return seconds, reply["usage"].get("cache_read_input_tokens") or 0, text
 
 
-def turn(body: dict, question: str) -> dict:
+def turn(body: dict, answer: str, question: str) -> dict:
     body = copy.deepcopy(body)
-    body["messages"] += [{"role": "assistant", "content": "Hello! How can I help you today?"},
+    body["messages"] += [{"role": "assistant", "content": answer or "Hello"},
                          {"role": "user", "content": question}]
     return body
 
@@ -88,33 +90,34 @@ def main() -> None:
     model = embedded_model_path()
     with open(args.fixture) as f:
         fixture = json.load(f)
-    home, cache_dir = tempfile.mkdtemp(), tempfile.mkdtemp()
+    home = tempfile.mkdtemp()
     ports = {"unsloth_min": free_port(), "llama-server": free_port()}
     commands = {"unsloth_min": [sys.executable, "-m", "unsloth_min", "--model", model, "-p",
                                 str(ports["unsloth_min"]), "--api-key", KEY, "-t", str(args.threads)]}
     if args.llama_server:
         commands["llama-server"] = [args.llama_server, "-m", model, "--port", str(ports["llama-server"]),
                                     "-t", str(args.threads), "-np", "4", "-c", str(4 * CTX),
-                                    "--no-kv-unified", "--api-key", KEY, "--slot-save-path", cache_dir]
+                                    "--no-kv-unified", "--api-key", KEY]
     servers = {name: Server(cmd, ports[name], home) for name, cmd in commands.items()}
     rows: list[tuple[str, dict]] = []
 
-    def run(label: str, body: dict) -> None:
+    def run(label: str, bodies: dict) -> dict:
+        """One step: `bodies` is a request, or a request per server (their own earlier answers)."""
         row = {}
         for name in servers:
-            row[name] = ttft, cached = step(ports[name], body)
+            row[name] = ttft, cached, _ = step(ports[name], bodies.get(name) or bodies)
             print(f"{label:4} {name:12} TTFT {ttft:8.2f} s  cached {cached:6}", flush=True)
         rows.append((label, row))
+        return row
 
     a1 = session(fixture, "a01")
-    run("A1", a1)
-    a2 = turn(a1, "Now say goodbye.")
-    run("A2", a2)
+    answers = run("A1", a1)
+    a2 = {n: turn(a1, answers[n][2], "Now say goodbye.") for n in servers}
+    answers = run("A2", a2)
     run("B1", session(fixture, "b02"))
     for i in range(4):
         run(f"X{i}", other(i))
-    a3 = turn(a2, "And once more, briefly.")
-    run("A3", a3)
+    run("A3", {n: turn(a2[n], answers[n][2], "And once more, briefly.") for n in servers})
     rss = {n: s.peak_rss_mib() for n, s in servers.items()}
     for s in servers.values():
         s.close()
