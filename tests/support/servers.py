@@ -29,6 +29,7 @@ from unsloth_min.http import HttpServer, Limits
 from unsloth_min.tools import ToolOptions, ToolRegistry
 
 KEY = "sk-unsloth-" + "0123456789abcdef" * 2
+TEST_CACHE_BOUNDS = (("--cache-ram", "1024"), ("--cache-disk", "2"))
 
 
 @dataclass
@@ -178,8 +179,12 @@ def launch_server_process(tmp_home: str, *args: str, main: list[str] | None = No
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     # a file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server
     log = open(os.path.join(tmp_home, "server.log"), "wb")
+    # the prompt cache's defaults (a quarter of the free RAM, 8 GiB of disk) are for one server on
+    # a machine: test servers, several at once, keep to less unless a test says otherwise
+    bounds = [flag for flag in TEST_CACHE_BOUNDS if flag[0] not in args]
     proc = subprocess.Popen([sys.executable, *(main or ["-m", "unsloth_min"]), "-p", str(port),
-                             "--api-key", KEY, *args], env=env, stdout=log,
+                             "--api-key", KEY, *[x for flag in bounds for x in flag], *args],
+                            env=env, stdout=log,
                             stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     return Running("127.0.0.1", port, KEY, proc=proc, log=log.name)
 
