@@ -142,6 +142,11 @@ class ChatRequest:
     enabled_tools: tuple[str, ...] = ()
     session_id: str | None = None
     max_tool_calls: int | None = None  # None → the server's --max-tool-calls
+    return_progress: bool = False  # stream `PromptProgress` while the prompt is computed
+    # who asked, for /slots (set by the app: the id the client sees, the dialect's name; not
+    # what the client asked for, so not in repr, which the recorded wire compares)
+    request_id: str = field(default="", repr=False)
+    dialect: str = field(default="", repr=False)
 
     @property
     def offered_tools(self) -> list[Tool]:
@@ -167,6 +172,16 @@ class Started:
     """The prompt is tokenized and queued: its size is known before the first token."""
     prompt_tokens: int
     cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class PromptProgress:
+    """The prompt is being computed (llama-server's `prompt_progress`): `processed` of `total`
+    tokens are in the KV cache, `cache` of them reused; `time_ms` since its computing began."""
+    total: int
+    cache: int
+    processed: int
+    time_ms: int
 
 
 @dataclass(frozen=True)
@@ -205,7 +220,7 @@ class Finish:
     stop_sequence: str | None = None
 
 
-Event = Union[Started, TextDelta, ReasoningDelta, ToolCallDelta, ToolExecuted, Finish]
+Event = Union[Started, PromptProgress, TextDelta, ReasoningDelta, ToolCallDelta, ToolExecuted, Finish]
 
 
 @runtime_checkable
@@ -227,4 +242,17 @@ class ChatEngine(Protocol):
 
     def close(self) -> None:
         """Free the model (blocking); no generate() after it."""
+        ...
+
+    # what /slots, /props and /metrics show (engine/stats.py, ops.py)
+    def slots(self) -> list[dict]:
+        """Per slot: busy or idle, tokens held, the request's id and dialect, rates; no text."""
+        ...
+
+    def props(self) -> dict:
+        """The model, context, slots, chat template, build and effective defaults."""
+        ...
+
+    def gauges(self) -> dict:
+        """Now: processing, deferred, kv_tokens, kv_capacity, cache_ram_bytes, cache_disk_bytes."""
         ...

@@ -34,6 +34,15 @@ class ScriptedEngine:
     def close(self) -> None:
         pass  # no model to free
 
+    def slots(self) -> list[dict]:
+        return [{"id": 0, "state": "idle", "n_tokens": 0}]
+
+    def props(self) -> dict:
+        return {"model_id": self.model_id, "n_ctx": self.n_ctx, "slots": 1}
+
+    def gauges(self) -> dict:
+        return {}
+
     async def generate(self, req: ChatRequest):
         self.history.append(req)
         items, delay, error = self.script.popleft() if self.script else (["ok"], 0.0, None)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 
-from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, ReasoningDelta, Started,
-                    Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
-                    bad_request, new_id)
+from ..core import (ApiError, ChatRequest, Finish, Message, PromptProgress, Reasoning, ReasoningDelta,
+                    Started, Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
+                    Usage, bad_request, new_id)
 from ..media import image_from_base64, image_from_url
 from . import encoder as base
 from .common import (SPEC_FIELDS, Dialect, Draft, build_request, hosted_tool, ignore_unknown, ignored,
@@ -284,6 +284,10 @@ class Encoder(base.Encoder):
         self.json: dict[int, str] = {}  # wire index → tool input JSON so far
         self.held: list[tuple] = []  # message_start, until the first output or START_HOLD_S
 
+    @property
+    def id(self) -> str:  # the answer's id, as the client sees it
+        return self.message["id"]
+
     def final(self) -> dict:
         return self.message
 
@@ -350,6 +354,9 @@ class Encoder(base.Encoder):
         self.json[index] = self.json.get(index, "") + partial
         self.blocks[index]["input"] = parse_input(self.json[index])
         return self._wire_delta(index, {"type": "input_json_delta", "partial_json": partial})
+
+    def on_progress(self, ev: PromptProgress) -> list[tuple]:
+        return [("prompt_progress", {"type": "prompt_progress", **base.render_progress(ev)})]
 
     def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
         block = {"type": "server_tool_use", "id": new_id("srvtoolu_"), "name": ev.call.name,

@@ -27,7 +27,7 @@ log = logging.getLogger("unsloth_min.dialects")
 MAX_SEED = 2**63 - 1
 # the fields SPEC adds to every dialect (build_request reads them)
 SPEC_FIELDS = {"enable_thinking", "chat_template_kwargs", "enable_tools", "enabled_tools",
-               "session_id", "max_tool_calls"}
+               "session_id", "max_tool_calls", "return_progress"}
 _ignored: set[str] = set()
 # hosted tool types (Anthropic's without their date suffix, OpenAI's as they are) that we run as
 # our server tools (SPEC "Server tools")
@@ -105,6 +105,7 @@ def build_request(draft: Draft, body: dict, cls: type = ChatRequest, **extra) ->
               enable_tools=enable_tools, enabled_tools=enabled,
               session_id=get_str(body, "session_id"),
               max_tool_calls=get_number(body, "max_tool_calls", lo=0, integer=True),
+              return_progress=get_bool(body, "return_progress", False),
               reasoning_effort=draft.reasoning_effort, **extra)
     check_tool_choice(req)
     return req

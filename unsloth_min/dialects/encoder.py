@@ -12,10 +12,18 @@ Does not: frame SSE bytes (pacing.py and http/sse.py do), or know any dialect's 
 """
 from __future__ import annotations
 
-from ..core import Finish, ReasoningDelta, Started, TextDelta, ToolCallDelta, ToolExecuted
+import dataclasses
+
+from ..core import Finish, PromptProgress, ReasoningDelta, Started, TextDelta, ToolCallDelta, ToolExecuted
 
 METHODS = {Started: "on_started", TextDelta: "on_text", ReasoningDelta: "on_reasoning",
-           ToolCallDelta: "on_tool_call", ToolExecuted: "on_tool_executed", Finish: "on_finish"}
+           ToolCallDelta: "on_tool_call", ToolExecuted: "on_tool_executed", Finish: "on_finish",
+           PromptProgress: "on_progress"}
+
+
+def render_progress(ev: PromptProgress) -> dict:
+    """llama-server's `prompt_progress` object (`return_progress`), the same in every dialect."""
+    return {"prompt_progress": dataclasses.asdict(ev)}
 
 
 class Encoder:

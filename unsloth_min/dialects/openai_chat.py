@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import time
 
-from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, ReasoningDelta, Started,
-                    Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult, Usage,
-                    bad_request, new_id)
+from ..core import (ApiError, ChatRequest, Finish, Message, PromptProgress, Reasoning, ReasoningDelta,
+                    Started, Text, TextDelta, Tool, ToolCall, ToolCallDelta, ToolExecuted, ToolResult,
+                    Usage, bad_request, new_id)
 from ..media import image_from_url
 from . import encoder as base
 from .common import EFFORT_LEVELS, Dialect, Draft, build_request, parse_output_format, parse_sampling
@@ -157,6 +157,10 @@ class Encoder(base.Encoder):
         self.calls: dict[int, dict] = {}
         self.finish: Finish | None = None
 
+    @property
+    def id(self) -> str:  # the answer's id, as the client sees it
+        return self.base["id"]
+
     def final(self) -> dict:
         message = {"role": "assistant", "content": "".join(self.text) if self.text or not self.calls
                    else None, "refusal": None}
@@ -199,6 +203,9 @@ class Encoder(base.Encoder):
             call.update(id=ev.id, type="function")
             call["function"]["name"] = ev.name
         return [self._chunk({"tool_calls": [call]})]
+
+    def on_progress(self, ev: PromptProgress) -> list[tuple]:
+        return [(None, dict(self.base, choices=[], **base.render_progress(ev)))]
 
     def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
         self.results.append(render_tool_result(ev))

@@ -16,7 +16,8 @@ import copy
 import json
 import time
 
-from ..core import ApiError, Finish, ReasoningDelta, Started, TextDelta, ToolCallDelta, ToolExecuted, new_id
+from ..core import (ApiError, Finish, PromptProgress, ReasoningDelta, Started, TextDelta, ToolCallDelta,
+                    ToolExecuted, new_id)
 from . import encoder as base
 from .openai_chat import render_error
 
@@ -89,6 +90,10 @@ class Encoder(base.Encoder):
         self.calls: dict[int, int] = {}  # ToolCallDelta.index → output index
         self.namespaces, self.custom = req.namespaces, req.custom
         self.inputs: dict[int, str] = {}  # output index → a custom call's arguments JSON so far
+
+    @property
+    def id(self) -> str:  # the answer's id, as the client sees it
+        return self.response["id"]
 
     def final(self) -> dict:
         return self.response
@@ -176,6 +181,9 @@ class Encoder(base.Encoder):
         if space is not None:
             item["namespace"] = space
         return dict(item, input="") if shown in self.custom else dict(item, arguments="")
+
+    def on_progress(self, ev: PromptProgress) -> list[tuple]:
+        return [self._emit("response.prompt_progress", **base.render_progress(ev))]
 
     def on_tool_executed(self, ev: ToolExecuted) -> list[tuple]:
         item = server_item(ev)

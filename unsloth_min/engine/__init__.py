@@ -30,8 +30,11 @@ import importlib.util
 import logging
 import os
 import threading
-from dataclasses import dataclass, replace
+import time
+from dataclasses import asdict, dataclass, field, replace
 from typing import AsyncIterator, Callable
+
+import llama_cpp as C
 
 from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started, TextDelta
 from . import ggml
@@ -40,6 +43,7 @@ from .model import Model, ModelParams
 from .output import OutputParser
 from .prompt_cache import CacheOptions, build_cache
 from .scheduler import MAX_QUEUE, Scheduler, Sequence
+from .stats import EngineStats, slot_view
 from .vision import MediaChunk, Vision
 
 log = logging.getLogger("unsloth_min.engine")
@@ -85,6 +89,7 @@ class EngineOptions:
     mmproj: str | None = None  # vision projector GGUF
     n_predict: int | None = None  # a cap on any request's generated tokens (llama-server's -n)
     cache: CacheOptions = CacheOptions(ram_mib=0)  # prompt states beyond the slots (the server's: cli.py)
+    stats: EngineStats = field(default_factory=EngineStats)  # kept by every engine made from these
 
 
 _LIBC = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL (a CDLL one, like socket.send, drops it)
@@ -144,6 +149,7 @@ class Engine:
 
     def __init__(self, opts: EngineOptions):
         self.model_id = opts.model_id
+        self.opts, self.stats = opts, opts.stats
         self.model = Model(opts.params)
         self.n_ctx = self.model.n_ctx
         self.defaults = opts.defaults.merged(LLAMA_DEFAULTS)
@@ -165,9 +171,9 @@ class Engine:
         self.tool_format = self.chat.tool_format  # None: we describe tools
         self.call_format, self.think_format = self.chat.call_format, self.chat.think_format
         self.special = self._marker_tokens()
-        self.cache = build_cache(self.model, opts.cache)
-        try:
-            self.scheduler = Scheduler(self.model, opts.max_queue, self.cache)  # (it warms the model up)
+        self.cache = build_cache(self.model, opts.cache, self.stats)
+        try:  # (the scheduler warms the model up)
+            self.scheduler = Scheduler(self.model, opts.max_queue, self.cache, self.stats)
         except Exception:
             self._free_model()
             raise
@@ -218,6 +224,35 @@ class Engine:
         if self.vision is not None:
             self.vision.close()
         self.model.close()
+
+    # ---- what it is and does (/props, /slots, /metrics) -------------------------------------------
+    def slots(self) -> list[dict]:
+        now = time.monotonic()
+        return [slot_view(slot, self.stats, now) for slot in self.scheduler.slots]
+
+    def gauges(self) -> dict:
+        """Requests in slots and waiting, KV cells held, the prompt cache's size, now."""
+        slots, files = self.scheduler.slots, self.cache.files
+        return {"processing": sum(1 for s in slots if s.seq), "deferred": self.scheduler.waiting,
+                "kv_tokens": sum(len(s.tokens) for s in slots), "kv_capacity": self.n_ctx * len(slots),
+                "cache_ram_bytes": self.cache.ram_used,
+                "cache_disk_bytes": sum(e.size for e in files.usable()) if files else 0}
+
+    def props(self) -> dict:
+        """The model, its context and template, the build, and the effective defaults."""
+        p = self.model.params
+        return {"model_id": self.model_id, "model_path": self.opts.model_path,
+                "n_ctx": self.n_ctx, "n_ctx_train": self.model.n_ctx_train, "slots": p.n_parallel,
+                "n_threads": self.model.n_threads, "n_gpu_layers": p.n_gpu_layers,
+                "chat_template": self.template.source, "call_format": self.call_format.name,
+                "vision": self.vision is not None,
+                "build": {"llama_cpp_python": C.__version__,
+                          "system_info": C.llama_print_system_info().decode(errors="replace").strip()},
+                "defaults": {**{k: v for k, v in asdict(self.defaults).items() if v not in (None, ())},
+                             "reasoning": self.reasoning, "n_predict": self.n_predict,
+                             "max_queue": self.opts.max_queue},
+                "prompt_cache": {"ram_bytes": self.cache.ram_bytes,
+                                 "disk_bytes": self.cache.files.max_bytes if self.cache.files else 0}}
 
     # ---- prompt ----------------------------------------------------------------------------------
     def render(self, req: ChatRequest) -> str:
@@ -285,7 +320,9 @@ class Engine:
         max_tokens = min(sampling.max_tokens or room, room, self.n_predict or room)
         queue: asyncio.Queue = asyncio.Queue()
         seq = Sequence(prompt, sampling, max_tokens, emit=functools.partial(self._mailbox().post, queue),
-                       media=media, grammar=grammar, special=self.special)
+                       media=media, grammar=grammar, special=self.special,
+                       return_progress=req.return_progress, request_id=req.request_id,
+                       dialect=req.dialect)
         self.scheduler.submit(seq)
         try:
             yield Started(len(prompt))

@@ -29,13 +29,13 @@ import llama_cpp as C
 from .kvfiles import Entry, KvFiles
 from .model import GIB, Model, available_memory
 from .sequence import Slot, common_prefix
+from .stats import EngineStats
 
 log = logging.getLogger("unsloth_min.engine")
 
 MIN_SAVE_TOKENS = 256    # shorter states are recomputed in about a second: not worth the RAM
 MIN_GAIN = 32            # tokens a restore must add to what the slot has, or a cut must lose for a save
 DISK_MIN_TOKENS = 1024   # states this long go to disk too; a prefill this long is checkpointed
-SOURCES = ("slot", "copy", "ram", "disk")  # where reused prompt tokens came from (metrics)
 MAX_DEFAULT_RAM = 8 * GIB  # llama-server's --cache-ram default
 
 
@@ -46,7 +46,7 @@ class CacheOptions:
     folder: str | None = None
 
 
-def build_cache(model: Model, opts: CacheOptions) -> PromptCache:
+def build_cache(model: Model, opts: CacheOptions, stats: EngineStats | None = None) -> PromptCache:
     """The prompt cache `opts` asks for, once `model` is loaded (its KV cache allocated)."""
     if opts.ram_mib is None:
         ram = min(MAX_DEFAULT_RAM, (available_memory() or 0) // 4)
@@ -58,16 +58,18 @@ def build_cache(model: Model, opts: CacheOptions) -> PromptCache:
         files = KvFiles(opts.folder, int(opts.disk_gib * GIB), model.params.path, build, model.layout())
     log.info("prompt cache: %d MiB in RAM, %s", ram >> 20,
              f"{opts.disk_gib:g} GiB on disk in {opts.folder}" if files else "none on disk")
-    return PromptCache(model, ram, files)
+    return PromptCache(model, ram, files, stats)
 
 
 class PromptCache:
-    def __init__(self, model: Model, ram_bytes: int, files: KvFiles | None = None):
+    def __init__(self, model: Model, ram_bytes: int, files: KvFiles | None = None,
+                 stats: EngineStats | None = None):
         self.model, self.ram_bytes, self.files = model, ram_bytes, files
         self.ram: list[Entry] = []  # entries with their state in RAM, least recently used first
         self.can_cut = not (C.llama_model_is_recurrent(model.model) or C.llama_model_is_hybrid(model.model))
-        self.hits: collections.Counter = collections.Counter()   # requests, by source
-        self.reused: collections.Counter = collections.Counter()  # prompt tokens, by source
+        stats = stats or EngineStats()  # (the server's outlives this cache: stats.py)
+        self.hits: collections.Counter = stats.cache_hits  # requests, by source
+        self.reused: collections.Counter = stats.cache_reused  # prompt tokens, by source
 
     @property
     def ram_used(self) -> int:

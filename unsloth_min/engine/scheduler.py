@@ -35,6 +35,7 @@ from .constrain import Candidates, Constraint, sample
 from .model import Model
 from .prompt_cache import DISK_MIN_TOKENS, PromptCache
 from .sequence import Sequence, Slot, StepTimes, common_prefix
+from .stats import EngineStats
 from .textstream import TextStream
 
 log = logging.getLogger("unsloth_min.engine")
@@ -50,8 +51,10 @@ LAST_ALONE_FROM = 64
 
 
 class Scheduler:
-    def __init__(self, model: Model, max_queue: int = MAX_QUEUE, cache: PromptCache | None = None):
+    def __init__(self, model: Model, max_queue: int = MAX_QUEUE, cache: PromptCache | None = None,
+                 stats: EngineStats | None = None):
         self.model = model
+        self.stats = stats or EngineStats()  # (the server's outlives this scheduler: stats.py)
         self.max_queue = max_queue
         self.cache = cache or PromptCache(model, 0)  # (without RAM or disk: copies from busy slots)
         self.slots = [Slot(i) for i in range(model.params.n_parallel)]
@@ -110,6 +113,10 @@ class Scheduler:
     @property
     def busy(self) -> int:
         return sum(1 for s in self.slots if s.seq) + len(self._waiting)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
 
     # ---- the worker thread -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -186,6 +193,7 @@ class Scheduler:
         del slot.tokens[n:]
         seq.n_done = seq.cached = n
         seq.slot, slot.seq = slot, seq
+        self.stats.attach(seq, time.monotonic())
         log.debug("slot %d: a prompt of %d tokens, %d of them cached", slot.seq_id, len(seq.prompt), n)
         seq.sampler = self._sampler(seq)
         if seq.grammar:
@@ -237,6 +245,8 @@ class Scheduler:
         decode = time.perf_counter() - t0
         if rc != 0:
             raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
+        for seq, progress in self.stats.decoded(self._active(), self._batch.n_tokens, time.monotonic()):
+            self._emit(seq, progress)
         self._checkpoint(outputs)
         sampling = self._sample_all(outputs)
         self.times.add(len(outputs), decode, sampling, time.perf_counter() - start)
@@ -368,6 +378,7 @@ class Scheduler:
 
     def _release(self, seq: Sequence) -> None:
         """Free the slot; its KV cells stay as a prefix cache for the next request."""
+        self.stats.release(seq, time.monotonic())
         if seq.slot is not None:
             seq.slot.seq = None
         if seq.sampler is not None:

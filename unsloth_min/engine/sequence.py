@@ -37,6 +37,13 @@ class Sequence:
     constraint: object = None    # the grammar, kept out of the chain (constrain.Constraint)
     text: TextStream = field(default=None)
     slot: "Slot" = None
+    # for /slots, /metrics and prompt progress (stats.py)
+    return_progress: bool = False  # emit PromptProgress events
+    request_id: str = ""
+    dialect: str = ""
+    t_start: float = 0.0         # (monotonic) when it took its slot
+    t_prompt: float = 0.0        # when its prompt was all computed
+    reported: int = 0            # n_done when progress was last reported
 
     @property
     def prefilling(self) -> bool:
