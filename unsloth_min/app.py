@@ -16,6 +16,7 @@ llama.cpp (engine/).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -27,6 +28,8 @@ from .dialects import anthropic_messages, openai_chat, openai_responses
 from .guard import Guard
 from .http import SSE_HEADERS, Request, Response, StreamResponse
 from .media import MediaLimits, load_images
+from .metrics import CONTENT_TYPE, exposition
+from .ops import Ops, Watched
 from .pacing import ClosingBody, sse_body
 from .responses_store import ResponseStore
 
@@ -37,6 +40,7 @@ MAX_JSON_DEPTH = 100  # deeper bodies are a 400, before any recursive code (json
 # the only paths answered without a key: health, and the paths Claude Code probes before its first
 # request (HEAD / in 2.1.197, HEAD /api/hello in 2.1.332)
 PUBLIC = {"/health", "/", "/api/hello"}
+CLIENT_GONE = 499  # the status a request that ended without a response is counted under
 ID_PATHS = ("/v1/models/", "/v1/responses/")  # routes whose last segment is an {id}
 HEARTBEAT_S = 15.0  # a stream whose dialect has heartbeat() sends one after this much silence
 OPENAI, ANTHROPIC, RESPONSES = openai_chat.DIALECT, anthropic_messages.DIALECT, openai_responses.DIALECT
@@ -84,7 +88,8 @@ def json_depth(value) -> int:
 class App:
     def __init__(self, model_id: str, auth, engine=None, tools=None,
                  max_tool_calls: int = agent.DEFAULT_MAX_CALLS,
-                 media: MediaLimits = MediaLimits(), guard: Guard | None = None):
+                 media: MediaLimits = MediaLimits(), guard: Guard | None = None,
+                 ops: Ops | None = None, metrics_public: bool = False):
         self.model_id = model_id
         self.auth = auth
         self.guard = guard or Guard()  # Host, CORS and Content-Type checks; loopback by default
@@ -95,6 +100,10 @@ class App:
         self.created = int(time.time())
         self.heartbeat_s = HEARTBEAT_S
         self.responses = ResponseStore()
+        self.ops = ops or Ops()  # /metrics, /slots, /props and what they count
+        self.public = PUBLIC | ({"/metrics"} if metrics_public else set())
+        self.sleeper = None  # sleep.Sleeper with --sleep-idle: unloads the idle model, wakes it
+        self.in_use, self.last_use = 0, time.monotonic()  # chat requests holding the engine
         self.routes = {  # (method, path) → (handler, the dialect spoken there)
             ("GET", "/health"): (self.health, OPENAI),
             ("GET", "/"): (self.health, OPENAI),
@@ -106,15 +115,33 @@ class App:
             ("POST", "/v1/messages/count_tokens"): (self.count_tokens, ANTHROPIC),
             ("POST", "/v1/responses"): (self.complete, RESPONSES),
             ("GET", "/v1/responses/{id}"): (self.get_response, RESPONSES),
+            ("GET", "/metrics"): (self.metrics, OPENAI),
+            ("GET", "/slots"): (self.slots, OPENAI),
+            ("GET", "/props"): (self.props, OPENAI),
         }
 
     # ---- entry point -----------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response | StreamResponse:
+        """The response, counted for /metrics once its last byte is out (a stream's body is
+        watched for that)."""
+        self.ops.begin(request)
         try:
-            response = self.guard.check(request) or await self._authorized(request)
-        except ApiError as e:
-            response = self._error(request, e)
-        return self.guard.decorate(request, response)
+            try:
+                response = self.guard.check(request) or await self._authorized(request)
+            except ApiError as e:
+                response = self._error(request, e)
+            response = self.guard.decorate(request, response)
+        except BaseException as e:  # cancelled: the client left; else the server's 500
+            self._done(request, CLIENT_GONE if isinstance(e, asyncio.CancelledError) else 500)
+            raise
+        if isinstance(response, StreamResponse):
+            response.body = Watched(response.body, lambda: self._done(request, response.status))
+        else:
+            self._done(request, response.status)
+        return response
+
+    def _done(self, request: Request, status: int) -> None:
+        self.ops.done(request, self._find(request)[1].name, status)
 
     def screen(self, request: Request) -> Response | None:
         """A head that asks for `100 Continue`: the guard's or the key's refusal, if any, so the
@@ -131,7 +158,7 @@ class App:
 
     def _check_key(self, request: Request) -> None:
         # the key is checked before routing: without one, nothing about the routes leaks
-        if request.path not in PUBLIC and not self.auth.check(request.headers):
+        if request.path not in self.public and not self.auth.check(request.headers):
             raise ApiError(401, "authentication_error", "Invalid or missing API key. Send "
                            "'Authorization: Bearer sk-unsloth-…' or 'x-api-key'.",
                            code="invalid_api_key", headers=[("WWW-Authenticate", "Bearer")])
@@ -155,9 +182,12 @@ class App:
             if path.startswith(prefix) and "/" not in path[len(prefix):]:
                 path, request.context["id"] = prefix + "{id}", path[len(prefix):]
         found = self.routes.get((method, path))
+        request.context["route"] = path if found else "other"  # (a metrics label: bounded)
         if found:
             return found[0], found[1], []
         here = {m: d for (m, p), (_, d) in self.routes.items() if p == path}
+        if here:
+            request.context["route"] = path
         dialect = next(iter(here.values()), None) or next(
             (d for d in DIALECTS if request.path.startswith(d.prefix)), OPENAI)
         return None, dialect, sorted(here)
@@ -168,10 +198,25 @@ class App:
         return json_response(status, OPENAI.render_error(ApiError(status, kind, message)))
 
     # ---- simple routes ---------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        if self.engine is not None:
+            return "ok"
+        return "sleeping" if self.sleeper is not None and self.sleeper.asleep else "loading"
+
     async def health(self, request: Request, dialect=None) -> Response:
-        if self.engine is None:
-            return json_response(503, {"status": "loading"})
-        return json_response(200, {"status": "ok"})
+        status = self.status
+        return json_response(503 if status == "loading" else 200, {"status": status})
+
+    async def metrics(self, request: Request, dialect=None) -> Response:
+        body = exposition(self.ops.families(self.engine, self.status))
+        return Response(200, [("Content-Type", CONTENT_TYPE)], body)
+
+    async def slots(self, request: Request, dialect=None) -> Response:
+        return json_response(200, self.ops.slots(self.engine))
+
+    async def props(self, request: Request, dialect=None) -> Response:
+        return json_response(200, self.ops.props(self.engine, self.status))
 
     def _model_card(self, request: Request) -> dict:
         card = {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "local"}
@@ -200,21 +245,32 @@ class App:
         return json_response(200, stored.response)
 
     # ---- chat routes -----------------------------------------------------------------------------
-    def _engine(self):
+    async def _engine(self):
+        if self.engine is None and self.sleeper is not None and self.sleeper.asleep:
+            return await self.sleeper.wake()
         if self.engine is None:
             raise ApiError(503, "overloaded_error", "The model is still loading.",
                            headers=[("Retry-After", "1")])
         return self.engine
 
     async def _engine_for(self, req):
-        """The engine, and `req` with its remote images fetched (only if the model can see them)."""
-        engine = self._engine()
+        """The engine (woken if it sleeps), and `req` with its remote images fetched (only if the
+        model can see them). The caller holds it (`in_use`) until `_release`."""
+        engine = await self._engine()
         return engine, await load_images(req, self.media, engine.accepts_images)
+
+    def _release(self) -> None:
+        self.in_use -= 1
+        self.last_use = time.monotonic()
 
     async def count_tokens(self, request: Request, dialect) -> Response:
         req = anthropic_messages.parse_count_request(parse_json_body(request))
-        engine, req = await self._engine_for(req)
-        return json_response(200, {"input_tokens": await asyncio.to_thread(engine.count_tokens, req)})
+        self.in_use += 1
+        try:
+            engine, req = await self._engine_for(req)
+            return json_response(200, {"input_tokens": await asyncio.to_thread(engine.count_tokens, req)})
+        finally:
+            self._release()
 
     async def complete(self, request: Request, dialect):
         """Any dialect: parse → (the store's conversation) → generate → one JSON body replayed by
@@ -224,12 +280,13 @@ class App:
         if dialect.prepare:
             req = dialect.prepare(req, self.responses)
         encoder = dialect.encoder(req, self.model_id)
+        req = dataclasses.replace(req, request_id=encoder.id, dialect=dialect.name)
 
         def finished(ev: Finish) -> None:
             note_usage(request, ev)
             if dialect.keep:
                 dialect.keep(req, encoder.final(), self.responses)
-        events = await self.generate(req)
+        events = await self.generate(req, request, dialect.name)
         if not req.stream:
             collected = await self.collect(events)
             payload = encoder.replay(collected)
@@ -241,13 +298,20 @@ class App:
         body = ClosingBody(sse_body(first, events, encoder, self.heartbeat_s, finished), events)
         return StreamResponse(200, list(SSE_HEADERS), body)
 
-    async def generate(self, req):
+    async def generate(self, req, request: Request, dialect: str) -> Watched:
         """The engine's events (once `req`'s images are loaded); with server tools asked for, the
-        agent's loop around the engine."""
-        engine, req = await self._engine_for(req)
+        agent's loop around the engine. Watched for /metrics; closing them releases the engine."""
+        self.in_use += 1
+        try:
+            engine, req = await self._engine_for(req)
+        except BaseException:
+            self._release()
+            raise
         if self.tools is not None and agent.wants_tools(req):
-            return agent.run(engine, self.tools, req, self.max_tool_calls)
-        return engine.generate(req)
+            events = agent.run(engine, self.tools, req, self.max_tool_calls)
+        else:
+            events = engine.generate(req)
+        return self.ops.watch(events, request, dialect, self._release)
 
     @staticmethod
     async def collect(events: AsyncIterator) -> list:

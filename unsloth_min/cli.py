@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +31,8 @@ from .guard import Guard, check_bind
 from .http import HttpServer
 from .tools import ToolOptions, ToolRegistry
 from .media import MediaLimits
+from .ops import Ops
+from .sleep import Sleeper
 from .supervisor import EXIT_MODEL_GONE, Supervisor, listen, say_ready
 
 log = logging.getLogger("unsloth_min")
@@ -77,10 +80,9 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
     given. `make_engine(EngineOptions)` builds the engine (tests script it)."""
     opts = engine_options(cfg)
     tools = ToolRegistry(tool_options(cfg))
-    app = App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls,
-              media=MediaLimits(max_images=cfg.max_images),
-              guard=Guard.for_bind(cfg.host, cfg.allowed_host, cfg.cors_origin))
+    app = make_app(cfg, opts, auth, tools)
     server = HttpServer(app.handle, error_response=app.error_response, screen=app.screen)
+    app.ops.connections = lambda: server.open_connections
     await server.start(cfg.host, cfg.port, sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,22 +94,43 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
     def engine_gone(message: str) -> None:  # any thread
         gone.append(message)
         loop.call_soon_threadsafe(stop.set)
+
+    def load():  # at start, and again after each --sleep-idle unload
+        engine = make_engine(opts)
+        engine.on_gone = engine_gone
+        opts.params = replace(opts.params, n_ctx=engine.n_ctx)  # the same context when woken
+        return engine
     try:
-        app.engine = await asyncio.to_thread(make_engine, opts)
-        app.engine.on_gone = engine_gone
+        app.engine = await asyncio.to_thread(load)
         banner(cfg, server, app.engine, new_key)
         say_ready(cfg.ready_fd)
+        if cfg.sleep_idle:
+            app.sleeper = Sleeper(app, load, cfg.sleep_idle)
+            app.sleeper.start()
         await stop.wait()
         if gone:
             log.error("the model is gone (%s): stopping with exit status %d", gone[0], EXIT_MODEL_GONE)
     finally:
-        log.info("shutting down")
-        await server.shutdown(SHUTDOWN_GRACE)
-        serving.cancel()
-        await tools.close()  # every kernel; bash calls ended with their cancelled requests
-        if app.engine is not None:
-            await asyncio.to_thread(app.engine.close)
+        await shut_down(app, server, serving, tools)
     return EXIT_MODEL_GONE if gone else 0
+
+
+def make_app(cfg: Config, opts: EngineOptions, auth: Authenticator, tools: ToolRegistry) -> App:
+    return App(opts.model_id, auth, tools=tools, max_tool_calls=cfg.max_tool_calls,
+               media=MediaLimits(max_images=cfg.max_images),
+               guard=Guard.for_bind(cfg.host, cfg.allowed_host, cfg.cors_origin),
+               ops=Ops(opts.stats), metrics_public=cfg.metrics_public)
+
+
+async def shut_down(app: App, server: HttpServer, serving: asyncio.Task, tools: ToolRegistry) -> None:
+    log.info("shutting down")
+    await server.shutdown(SHUTDOWN_GRACE)
+    serving.cancel()
+    await tools.close()  # every kernel; bash calls ended with their cancelled requests
+    if app.sleeper is not None:  # an unload or a load under way ends first
+        await app.sleeper.close()
+    if app.engine is not None:
+        await asyncio.to_thread(app.engine.close)
 
 
 def banner(cfg: Config, server, engine: Engine, new_key: str | None) -> None:

@@ -60,6 +60,8 @@ class Config:
     cache_ram: int | None = None    # MiB of prompt states kept in RAM; None → engine/__init__.py
     cache_disk: float = 8.0         # GiB of prompt states on disk; 0 → none
     cache_dir: str | None = None    # None → $UNSLOTH_MIN_HOME/prompt-cache
+    sleep_idle: float = 0.0         # seconds without a request before the model is unloaded; 0: never
+    metrics_public: bool = False    # GET /metrics without a key
     key_shown: bool = False         # (child) the supervisor printed a newly minted key
     listen_fd: int | None = None    # (child) the supervisor's listening socket
     ready_fd: int | None = None     # (child) where to say "ready"
@@ -176,7 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
         a(hidden, type=int, default=None, help=argparse.SUPPRESS)
     a("--key-shown", action="store_true", help=argparse.SUPPRESS)
     add_tool_flags(p, d)
+    add_ops_flags(p, d)
     return p
+
+
+def add_ops_flags(p: argparse.ArgumentParser, d: Config) -> None:
+    g = p.add_argument_group("operations", "GET /metrics, /slots, /props; unloading when idle")
+    g.add_argument("--sleep-idle", type=_positive(float), default=d.sleep_idle, metavar="SECONDS",
+                   help="unload the model after this long without a request (RAM and VRAM freed; "
+                        "the port stays open, the next request loads it again) (default: never)")
+    g.add_argument("--metrics-public", action="store_true",
+                   help="serve GET /metrics without a key (for a scraper on this host; default: "
+                        "keyed like every route)")
 
 
 def add_tool_flags(p: argparse.ArgumentParser, d: Config) -> None:

@@ -107,6 +107,7 @@ def serve_app(app, engine, limits: Limits = SCRIPTED_LIMITS):
     loop = asyncio.new_event_loop()
     server = HttpServer(app.handle, error_response=app.error_response, limits=limits,
                         screen=app.screen)
+    app.ops.connections = lambda: server.open_connections  # (as cli.serve does)
     started = threading.Event()
 
     def run():

@@ -95,6 +95,10 @@ class HttpServer:
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         log.info("listening on http://%s:%d", self.host, self.port)
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
     async def serve_forever(self) -> None:
         """Wait until `shutdown()` has finished (the socket already serves after `start()`)."""
         await self._stopped.wait()
