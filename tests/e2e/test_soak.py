@@ -12,9 +12,11 @@ generation is accounted for (finished for each answer read, cancelled for each d
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from support.servers import serve_scripted, start_server_process, stop_server_process, wait_for
 from support.soak import SLOW, IdleHolder, quiet, run_soak, settle, timed_request
@@ -37,6 +39,9 @@ class SoakEngine:
 
     def close(self) -> None:
         pass
+
+    def gauges(self) -> dict:
+        return {}
 
     async def generate(self, req):
         self.started += 1
@@ -96,6 +101,26 @@ def test_soak_scripted():
         assert wait_for(lambda: engine.started == engine.finished + engine.cancelled, 10)
         assert engine.finished == answered, "a completed request's generation was not finished"
         assert 0 < engine.cancelled and engine.started == answered + engine.cancelled
+        check_metrics(server, engine)
+
+
+def check_metrics(server, engine: SoakEngine) -> None:
+    """After the soak, /metrics agrees with itself and with the engine: every request counted
+    once in both the counter and the duration histogram, a first token for each finished
+    generation (and none for one that never started), nothing left open or in use."""
+    status, _, data = server.request("GET", "/metrics")
+    assert status == 200
+    sums = collections.Counter()
+    for family in text_string_to_metric_families(data.decode()):
+        for s in family.samples:
+            sums[s.name] += s.value if "le" not in s.labels else 0
+            if s.name.endswith("_bucket") and s.labels["le"] == "+Inf":
+                sums[s.name + "_inf"] += s.value
+    assert sums["unsloth_min_requests_total"] == sums["unsloth_min_request_duration_seconds_count"]
+    assert sums["unsloth_min_request_duration_seconds_bucket_inf"] == sums["unsloth_min_request_duration_seconds_count"]
+    assert engine.finished <= sums["unsloth_min_time_to_first_token_seconds_count"] <= engine.started
+    assert server.app.in_use == 0, "a request still holds the engine (it would never sleep)"
+    assert wait_for(lambda: server.app.ops.connections() == 0, 10)
 
 
 
