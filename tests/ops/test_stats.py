@@ -2,11 +2,14 @@
 (events for a request that asked, log lines for a long prompt), and the slots' view."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 
 from unsloth_min.core import PromptProgress, Sampling
+from unsloth_min.engine import stats as stats_module
 from unsloth_min.engine.sequence import Sequence, Slot
-from unsloth_min.engine.stats import PROGRESS_LOG_FROM, EngineStats, slot_view
+from unsloth_min.engine.stats import PROGRESS_LOG_FROM, EngineStats, computing, slot_view
 
 
 def running(n_prompt: int, cached: int = 0, progress: bool = False) -> Sequence:
@@ -78,3 +81,22 @@ def test_the_slots_view_holds_no_prompt():
                     "tokens_per_second": 0.0}
     assert slot_view(Slot(2), stats, 2.0) == {"id": 2, "state": "idle", "n_tokens": 0,
                                               "prompt_tokens_per_second": 0.0, "tokens_per_second": 0.0}
+
+
+def test_a_long_chunk_logs_while_it_computes(monkeypatch, caplog):
+    monkeypatch.setattr(stats_module, "PROGRESS_EVERY_S", 0.05)
+    long, short = running(PROGRESS_LOG_FROM + 600, cached=100), running(1000)
+    for seq in (long, short):
+        stats_module.EngineStats.attach(seq, time.monotonic() - 10)
+        seq.n_done += 512  # the chunk this decode computes
+    long.reported, long.n_done = 612, 1124  # one chunk done, the second computing
+    assert isinstance(computing([short]), contextlib.nullcontext)
+    with caplog.at_level(logging.INFO, "unsloth_min.engine"):
+        with computing([short, long]):
+            time.sleep(0.3)
+        after = len(caplog.records)
+        time.sleep(0.2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) >= 3 and len(caplog.records) == after  # and none once it is done
+    assert lines[0].startswith(f"slot 1: prompt 612/{PROGRESS_LOG_FROM + 600} tokens (23%), computing 512 more for 0 s,")
+    assert all("ETA" in line for line in lines)

@@ -35,7 +35,7 @@ from .constrain import Candidates, Constraint, sample
 from .model import Model
 from .prompt_cache import DISK_MIN_TOKENS, PromptCache
 from .sequence import Sequence, Slot, StepTimes, common_prefix
-from .stats import EngineStats
+from .stats import EngineStats, computing
 from .textstream import TextStream
 
 log = logging.getLogger("unsloth_min.engine")
@@ -241,7 +241,8 @@ class Scheduler:
             return
         self._flush()
         t0 = time.perf_counter()
-        rc = C.llama_decode(self.model.ctx, self._batch)
+        with computing(self._active()):  # (a long prompt's chunk: lines while it computes)
+            rc = C.llama_decode(self.model.ctx, self._batch)
         decode = time.perf_counter() - t0
         if rc != 0:
             raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
