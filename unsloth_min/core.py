@@ -130,6 +130,7 @@ class Sampling:
     top_p: float | None = knob(0, 1)
     top_k: int | None = knob(0, integer=True)
     min_p: float | None = knob(0, 1)
+    typical_p: float | None = knob(0, 1)  # llama.cpp's locally typical sampling; 1 is off
     seed: int | None = knob(-MAX_SEED, MAX_SEED, integer=True)
     presence_penalty: float | None = knob(-2, 2)
     frequency_penalty: float | None = knob(-2, 2)
