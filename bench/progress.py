@@ -6,12 +6,13 @@ Usage:
 
 Starts our server (its defaults, a fresh home: nothing cached), sends one streamed Chat request with
 `return_progress: true`, and prints each progress event's time, tokens done, the gap since the
-previous one and the chunk's tokens/s; then the largest gap and the log lines' count. Nothing is
-asserted.
+previous one and the chunk's tokens/s; then the largest gap between events and between the log's
+progress lines (one per chunk, and one every 3 s while a chunk computes). Nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.client
 import json
 import os
@@ -59,9 +60,12 @@ def main() -> None:
         server.proc.wait(30)
     for at, processed, gap, speed in events:
         print(f"{at:7.1f} s  {processed:6d}/{total}  gap {gap:5.1f} s  {speed:6.0f} tok/s")
-    logged = sum(1 for line in open(server.log, errors="replace") if f"/{total} tokens" in line)
-    print(f"{total} tokens in {events[-1][0]:.1f} s: {len(events)} progress events, {logged} log lines, "
-          f"largest gap {max(e[2] for e in events):.1f} s")
+    stamps = [datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+              for line in open(server.log, errors="replace") if f"/{total} tokens" in line]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    print(f"{total} tokens in {events[-1][0]:.1f} s: {len(events)} progress events (largest gap "
+          f"{max(e[2] for e in events):.1f} s), {len(stamps)} log lines (largest gap "
+          f"{max(gaps, default=0):.1f} s)")
 
 
 if __name__ == "__main__":
