@@ -62,7 +62,10 @@ class Sleeper:
         while True:
             await asyncio.sleep(self.poll_s)
             if self.due():
-                await self.unload()
+                try:
+                    await self.unload()
+                except Exception:  # the model may be half freed: the next request loads anew
+                    log.exception("unloading the idle model failed")
 
     def due(self) -> bool:
         app = self.app
@@ -93,8 +96,8 @@ class Sleeper:
 
     async def _load(self):
         try:
-            if self._unloading is not None:
-                await self._unloading
+            if self._unloading is not None:  # (one that failed has logged why)
+                await asyncio.gather(self._unloading, return_exceptions=True)
             t = time.monotonic()
             engine = await asyncio.to_thread(self.load)
         except Exception as e:
