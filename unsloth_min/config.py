@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .agent import DEFAULT_MAX_CALLS
 from .engine.bufts import MODES as BUFT_MODES
 from .engine.model import FLASH_ATTN, ROPE_SCALING
-from .engine.rpc import parse_endpoints
+from .engine.rpc import RPC_TIMEOUT_S, parse_endpoints
 from .engine.scheduler import MAX_QUEUE
 from .media import MAX_IMAGES
 from .tools.common import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
@@ -32,6 +32,7 @@ class Config:
     extra_bufts: str = "auto"       # llama.cpp's extra weight buffer types (engine/bufts.py)
     rpc: tuple[str, ...] = ()       # ggml-rpc-server endpoints the layers are split across
     tensor_split: tuple[float, ...] = ()  # per device: RPC servers first, then local GPUs
+    rpc_timeout: float = RPC_TIMEOUT_S  # seconds a decode may wait on --rpc servers (engine/rpc.py)
     flash_attn: str = "auto"        # llama.cpp's choice (engine/model.py: why not off on a CPU)
     rope_scaling: str = "auto"      # the model's own (engine/model.py: why not YaRN)
     reasoning: str = "on"
@@ -63,6 +64,7 @@ class Config:
     key_shown: bool = False         # (child) the supervisor printed a newly minted key
     listen_fd: int | None = None    # (child) the supervisor's listening socket
     ready_fd: int | None = None     # (child) where to say "ready"
+    restarted: bool = False         # (child) started again by --restart: waits for --rpc servers
 
 
 def _positive(kind):
@@ -127,9 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
            "(what its GGUF declares, else none: untrained); linear or yarn stretch the trained "
            "positions over --ctx-size, for every prompt (short answers change too)")
     a("--rpc", type=_endpoints, default=d.rpc, metavar="HOST:PORT[,HOST:PORT...]",
-      help="split the model across these ggml-rpc-servers (llama.cpp's RPC backend; needs "
-           "`make install-rpc`); -ngl layers go to them and to local GPUs, the rest stay on this "
-           "CPU. No authentication: private networks only")
+      help="split the model across these ggml-rpc-servers (llama.cpp's RPC backend; start one "
+           "with .venv/bin/ggml-rpc-server -p PORT); -ngl layers go to them and to local GPUs, "
+           "the rest stay on this CPU. IPv4 only. No authentication: private networks only")
+    a("--rpc-timeout", type=_positive(float), default=d.rpc_timeout, metavar="SECONDS",
+      help="a decode still waiting on the --rpc servers after this long (a host gone without a "
+           "reset: a firewall, a frozen machine) ends every request with an error and the server "
+           "process (see --restart) (default %(default)g; 0: wait for ever)")
     a("-ts", "--tensor-split", type=_split, default=d.tensor_split, metavar="N0,N1,...",
       help="proportion of the offloaded layers per device, RPC servers first in --rpc order, then "
            "local GPUs (default: by free memory)")
@@ -175,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     for hidden in ("--listen-fd", "--ready-fd"):  # set by the supervisor for its child
         a(hidden, type=int, default=None, help=argparse.SUPPRESS)
     a("--key-shown", action="store_true", help=argparse.SUPPRESS)
+    a("--restarted", action="store_true", help=argparse.SUPPRESS)
     add_tool_flags(p, d)
     return p
 
