@@ -138,7 +138,9 @@ class App:
 
     async def _authorized(self, request: Request) -> Response | StreamResponse:
         self._check_key(request)
-        handler, dialect, allowed = self._find(request)
+        handler, dialect, allowed, ident = self._find(request)
+        if ident is not None:
+            request.context["id"] = ident  # the {id} of the route's path
         if handler is None:
             if allowed:
                 allow = ", ".join(allowed + (["HEAD"] if "GET" in allowed else []))
@@ -148,19 +150,20 @@ class App:
         return await handler(request, dialect)
 
     def _find(self, request: Request):
-        """(handler or None, the dialect that answers on this path, the methods it allows)."""
+        """(handler or None, the dialect that answers on this path, the methods it allows, the
+        path's {id} or None)."""
         method = "GET" if request.method == "HEAD" else request.method
-        path = request.path.rstrip("/") or "/"
+        path, ident = request.path.rstrip("/") or "/", None
         for prefix in ID_PATHS:
             if path.startswith(prefix) and "/" not in path[len(prefix):]:
-                path, request.context["id"] = prefix + "{id}", path[len(prefix):]
+                path, ident = prefix + "{id}", path[len(prefix):]
         found = self.routes.get((method, path))
         if found:
-            return found[0], found[1], []
+            return found[0], found[1], [], ident
         here = {m: d for (m, p), (_, d) in self.routes.items() if p == path}
         dialect = next(iter(here.values()), None) or next(
             (d for d in DIALECTS if request.path.startswith(d.prefix)), OPENAI)
-        return None, dialect, sorted(here)
+        return None, dialect, sorted(here), ident
 
     def error_response(self, status: int, message: str) -> Response:
         """HTTP-level errors (bad framing, limits) in the OpenAI shape: no path is known yet."""
@@ -212,7 +215,7 @@ class App:
         return engine, await load_images(req, self.media, engine.accepts_images)
 
     async def count_tokens(self, request: Request, dialect) -> Response:
-        req = anthropic_messages.parse_count_request(parse_json_body(request))
+        req = dialect.parse_count(parse_json_body(request))
         engine, req = await self._engine_for(req)
         return json_response(200, {"input_tokens": await asyncio.to_thread(engine.count_tokens, req)})
 

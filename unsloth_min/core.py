@@ -102,19 +102,43 @@ class Tool:
     parameters: dict = field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Knob:
+    """How the dialects read one sampling field: its range, and where a dialect spells it or
+    bounds it otherwise, that dialect's names (read in order, the last wins) and (lo, hi)."""
+    lo: float | None = None
+    hi: float | None = None
+    integer: bool = False
+    names: dict = field(default_factory=dict)   # dialect → its wire names; default: the field's
+    ranges: dict = field(default_factory=dict)  # dialect → (lo, hi)
+    stops: bool = False                         # a string or list of stop strings, not a number
+
+
+def knob(lo=None, hi=None, *, default=None, **how):
+    return field(default=default, metadata={"knob": Knob(lo, hi, **how)})
+
+
 @dataclass
 class Sampling:
-    """Per-request sampling; None means "use the server default"."""
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
-    max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
+    """Per-request sampling; None means "use the server default". Each knob is declared once, here:
+    dialects/common.parse_sampling reads them and the dialects' known fields come from them. Ranges
+    follow the OpenAI API; llama.cpp's extra knobs are accepted everywhere, as llama-server does."""
+    temperature: float | None = knob(0, 2, ranges={"anthropic": (0, 1)})
+    top_p: float | None = knob(0, 1)
+    top_k: int | None = knob(0, integer=True)
+    min_p: float | None = knob(0, 1)
+    typical_p: float | None = knob(0, 1)  # llama.cpp's locally typical sampling; 1 is off
+    seed: int | None = knob(-MAX_SEED, MAX_SEED, integer=True)
+    presence_penalty: float | None = knob(-2, 2)
+    frequency_penalty: float | None = knob(-2, 2)
+    repetition_penalty: float | None = knob(0.01, 10)
+    max_tokens: int | None = knob(1, integer=True, names={  # chat's max_completion_tokens wins
+        "openai": ("max_tokens", "max_completion_tokens"), "responses": ("max_output_tokens",)})
+    stop: tuple[str, ...] = knob(default=(), stops=True, names={
+        "openai": ("stop",), "anthropic": ("stop_sequences",), "responses": ()})
 
     def merged(self, defaults: "Sampling") -> "Sampling":
         """Fill every None from `defaults` (the server's flags)."""

@@ -364,3 +364,18 @@ def test_the_embedded_model_gets_a_token_cap_and_a_repeat_penalty_of_its_own():
     assert (theirs.n_predict, theirs.defaults.repetition_penalty) == (None, None)  # llama.cpp's 1.0
     chosen = engine_options(parse_config(["--repeat-penalty", "1.3", "-n", "64"]))
     assert (chosen.n_predict, chosen.defaults.repetition_penalty) == (64, 1.3)
+
+
+@pytest.mark.parametrize("typical_p, used", [(0.5, [0.5]), (1.0, []), (None, [])])
+def test_typical_p_reaches_the_sampler_chain_only_below_1(monkeypatch, typical_p, used):
+    from types import SimpleNamespace
+
+    from unsloth_min.engine import scheduler
+    seen = []
+    real = scheduler.C.llama_sampler_init_typical
+    monkeypatch.setattr(scheduler.C, "llama_sampler_init_typical",
+                        lambda p, keep: seen.append(p) or real(p, keep))
+    seq = SimpleNamespace(sampling=Sampling(temperature=0.7, top_k=40, typical_p=typical_p), prompt=[])
+    chain = Scheduler._sampler(SimpleNamespace(model=SimpleNamespace(n_vocab=32)), seq)
+    scheduler.C.llama_sampler_free(chain)
+    assert seen == used

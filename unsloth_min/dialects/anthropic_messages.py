@@ -27,8 +27,8 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
 from ..media import image_from_base64, image_from_url
 from . import encoder as base
 from .common import (SPEC_FIELDS, Dialect, Draft, build_request, hosted_tool, ignore_unknown, ignored,
-                     parse_sampling)
-from .fields import (content, get_bool, get_choice, get_list, get_number, get_object, get_stops,
+                     parse_sampling, sampling_fields)
+from .fields import (content, get_bool, get_choice, get_list, get_number, get_object,
                      get_str, objects, require_object, texts)
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence",
@@ -36,10 +36,8 @@ STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "st
 TOOL_CHOICES = {"auto": "auto", "any": "required", "tool": "function", "none": "none"}
 ROLES = ("user", "assistant", "system")  # system: mid-conversation (beta mid-conversation-system)
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
-KNOWN = {"model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature",
-         "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty",
-         "repetition_penalty", "tools", "tool_choice", "thinking", "output_config", "metadata",
-         "context_management"} | SPEC_FIELDS
+KNOWN = {"model", "messages", "system", "stream", "tools", "tool_choice", "thinking", "output_config",
+         "metadata", "context_management"} | sampling_fields("anthropic") | SPEC_FIELDS
 BILLING = "x-anthropic-billing-header:"  # Claude Code's per-request system block (a nonce)
 THINKING_TYPES = ("enabled", "adaptive", "between_tools", "disabled")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -54,10 +52,7 @@ def parse_request(body: dict, *, counting: bool = False) -> ChatRequest:
     items = get_list(body, "messages", required=True)
     if not items:
         raise bad_request("'messages': at least one message is required.", param="messages")
-    sampling = parse_sampling(body, ("max_tokens",), get_stops(body, "stop_sequences"))
-    if sampling.temperature is not None and sampling.temperature > 1:  # Anthropic's range is 0–1
-        raise bad_request(f"Invalid 'temperature': {sampling.temperature} is above the maximum "
-                          "value 1.", param="temperature")
+    sampling = parse_sampling(body, "anthropic")
     messages = parse_system(body.get("system"))
     for i, m in enumerate(items):
         messages += parse_message(m, f"messages[{i}]")
@@ -376,4 +371,5 @@ class Encoder(base.Encoder):
         return [("error", render_error(err))]
 
 
-DIALECT = Dialect("anthropic", parse_request, Encoder, render_error, prefix="/v1/messages")
+DIALECT = Dialect("anthropic", parse_request, Encoder, render_error, prefix="/v1/messages",
+                  parse_count=parse_count_request)

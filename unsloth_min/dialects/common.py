@@ -7,24 +7,22 @@ tools, the client's tool_choice if it gave one, its own thinking switch, the hos
 chat_template_kwargs, enable_tools, enabled_tools, session_id, max_tool_calls), decides the
 defaults once — `tool_choice` is `auto` when there are client tools or server tools, else `none`
 — checks that a named tool is offered, and returns the request. Nothing is patched afterwards,
-so no result depends on the order of calls. Sampling ranges follow the OpenAI API (temperature
-0–2, penalties −2–2, top_p 0–1); llama.cpp's extra knobs (`top_k`, `min_p`,
-`repetition_penalty`) are accepted everywhere, as llama-server does.
+so no result depends on the order of calls. The sampling knobs are read as `core.Sampling`
+declares them (names, ranges, per dialect).
 
 Does not: read any dialect's messages or tools (each dialect module does), or render anything.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from ..core import (SERVER_TOOLS, TOOL_ALIASES, ApiError, ChatRequest, Message, Sampling, Tool,
+from ..core import (SERVER_TOOLS, TOOL_ALIASES, ApiError, ChatRequest, Knob, Message, Sampling, Tool,
                     bad_request, server_tool_name)
-from .fields import get_bool, get_choice, get_number, get_object, get_str, get_str_list
+from .fields import get_bool, get_choice, get_number, get_object, get_stops, get_str, get_str_list
 
 log = logging.getLogger("unsloth_min.dialects")
-MAX_SEED = 2**63 - 1
 # the fields SPEC adds to every dialect (build_request reads them)
 SPEC_FIELDS = {"enable_thinking", "chat_template_kwargs", "enable_tools", "enabled_tools",
                "session_id", "max_tool_calls"}
@@ -38,7 +36,8 @@ OUTPUT_FORMATS = ("text", "json_object", "json_schema")
 
 @dataclass
 class Draft:
-    """A request as one dialect's reader found it, before the shared fields and defaults."""
+    """A request as one dialect's reader found it, before the shared fields and defaults; a field
+    named as one of ChatRequest's is copied into it as it is (`build_request`)."""
     messages: list[Message]
     sampling: Sampling
     model: str = ""
@@ -53,10 +52,14 @@ class Draft:
     hosted: list[str] = field(default_factory=list)  # server tools the dialect's `tools` asked for
 
 
+REQUEST_FIELDS = {f.name for f in fields(ChatRequest)}
+
+
 @dataclass(frozen=True)
 class Dialect:
     """One wire format, as the route table carries it: how to read a request, encode events and
-    render errors; `prepare`/`keep` are the Responses store's hooks (before generating, after)."""
+    render errors; `prepare`/`keep` are the Responses store's hooks (before generating, after),
+    `parse_count` reads a token-count body (Anthropic's count_tokens)."""
     name: str
     parse_request: Callable
     encoder: Callable            # (request, model id) → an Encoder
@@ -64,6 +67,7 @@ class Dialect:
     prefix: str                  # an unknown path under it is answered in this dialect's shape
     prepare: Callable | None = None
     keep: Callable | None = None
+    parse_count: Callable | None = None  # a body → the request whose prompt is counted
 
 
 def ignored(name: str) -> None:
@@ -98,14 +102,11 @@ def build_request(draft: Draft, body: dict, cls: type = ChatRequest, **extra) ->
     enable_thinking = get_bool(body, "enable_thinking", enable_thinking)
     enabled, enable_tools = enabled_tools(body, draft.hosted)
     choice, name = draft.choice or ("auto" if draft.tools or enable_tools else "none", None)
-    req = cls(messages=draft.messages, sampling=draft.sampling, model=draft.model,
-              stream=draft.stream, include_usage=draft.include_usage, tools=draft.tools,
-              tool_choice=choice, tool_name=name, parallel_tool_calls=draft.parallel_tool_calls,
-              response_schema=draft.response_schema, enable_thinking=enable_thinking,
-              enable_tools=enable_tools, enabled_tools=enabled,
-              session_id=get_str(body, "session_id"),
-              max_tool_calls=get_number(body, "max_tool_calls", lo=0, integer=True),
-              reasoning_effort=draft.reasoning_effort, **extra)
+    same = {f.name: getattr(draft, f.name) for f in fields(Draft) if f.name in REQUEST_FIELDS}
+    req = cls(**same | dict(  # the draft's own switch, as SPEC's fields left it
+        enable_thinking=enable_thinking, tool_choice=choice, tool_name=name, enable_tools=enable_tools,
+        enabled_tools=enabled, session_id=get_str(body, "session_id"),
+        max_tool_calls=get_number(body, "max_tool_calls", lo=0, integer=True)), **extra)
     check_tool_choice(req)
     return req
 
@@ -138,22 +139,24 @@ def hosted_tool(kind: str, dated: bool = False) -> str | None:
     return HOSTED_TOOLS.get(kind.rsplit("_", 1)[0] if dated else kind)
 
 
-def parse_sampling(body: dict, max_keys: tuple[str, ...], stop: tuple[str, ...]) -> Sampling:
-    max_tokens = None
-    for key in max_keys:  # e.g. chat's max_completion_tokens wins over max_tokens
-        max_tokens = get_number(body, key, max_tokens, lo=1, integer=True)
-    return Sampling(
-        temperature=get_number(body, "temperature", lo=0, hi=2),
-        top_p=get_number(body, "top_p", lo=0, hi=1),
-        top_k=get_number(body, "top_k", lo=0, integer=True),
-        min_p=get_number(body, "min_p", lo=0, hi=1),
-        seed=get_number(body, "seed", lo=-MAX_SEED, hi=MAX_SEED, integer=True),
-        presence_penalty=get_number(body, "presence_penalty", lo=-2, hi=2),
-        frequency_penalty=get_number(body, "frequency_penalty", lo=-2, hi=2),
-        repetition_penalty=get_number(body, "repetition_penalty", lo=0.01, hi=10),
-        max_tokens=max_tokens,
-        stop=stop,
-    )
+def parse_sampling(body: dict, dialect: str) -> Sampling:
+    """Every knob `Sampling` declares, as `dialect` spells and bounds it."""
+    values = {}
+    for f in fields(Sampling):
+        k: Knob = f.metadata["knob"]
+        names = k.names.get(dialect, (f.name,))
+        if k.stops:
+            values[f.name] = get_stops(body, names[0]) if names else ()
+            continue
+        lo, hi = k.ranges.get(dialect, (k.lo, k.hi))
+        for name in names:
+            values[f.name] = get_number(body, name, values.get(f.name), lo=lo, hi=hi, integer=k.integer)
+    return Sampling(**values)
+
+
+def sampling_fields(dialect: str) -> set[str]:
+    """The top-level fields `parse_sampling` reads for `dialect` (part of its known fields)."""
+    return {n for f in fields(Sampling) for n in f.metadata["knob"].names.get(dialect, (f.name,))}
 
 
 def parse_output_format(fmt: dict | None, path: str, holder: str | None = None) -> dict | None:

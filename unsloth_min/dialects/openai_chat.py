@@ -18,11 +18,14 @@ from ..core import (ApiError, ChatRequest, Finish, Message, Reasoning, Reasoning
                     bad_request, new_id)
 from ..media import image_from_url
 from . import encoder as base
-from .common import EFFORT_LEVELS, Dialect, Draft, build_request, parse_output_format, parse_sampling
-from .fields import (content, get_bool, get_choice, get_list, get_number, get_object, get_stops,
+from .common import (EFFORT_LEVELS, SPEC_FIELDS, Dialect, Draft, build_request, ignore_unknown,
+                     parse_output_format, parse_sampling, sampling_fields)
+from .fields import (content, get_bool, get_choice, get_list, get_number, get_object,
                      get_str, objects, require_object)
 
 FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool_calls": "tool_calls"}
+KNOWN = {"model", "messages", "n", "stream", "stream_options", "tools", "tool_choice",
+         "parallel_tool_calls", "response_format", "reasoning_effort"} | sampling_fields("openai") | SPEC_FIELDS
 ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
             "tool": "tool", "function": "tool"}
 
@@ -37,7 +40,7 @@ def parse_request(body: dict) -> ChatRequest:
         raise bad_request("Only n=1 is supported by this server.", param="n")
     draft = Draft(
         messages=[parse_message(m, f"messages[{i}]") for i, m in enumerate(messages)],
-        sampling=parse_sampling(body, ("max_tokens", "max_completion_tokens"), get_stops(body, "stop")),
+        sampling=parse_sampling(body, "openai"),
         model=get_str(body, "model", ""),
         stream=get_bool(body, "stream", False),
     )
@@ -49,6 +52,7 @@ def parse_request(body: dict) -> ChatRequest:
     draft.reasoning_effort = get_choice(body, "reasoning_effort", EFFORT_LEVELS)
     if draft.reasoning_effort == "none":
         draft.enable_thinking = False
+    ignore_unknown(body, KNOWN)
     return build_request(draft, body)
 
 

@@ -21,7 +21,7 @@ from ..core import (ApiError, ChatRequest, Message, Reasoning, Text, Tool, ToolC
                     bad_request)
 from ..media import image_from_url
 from .common import (SPEC_FIELDS, Dialect, Draft, build_request, hosted_tool, ignore_unknown,
-                     parse_output_format, parse_sampling)
+                     parse_output_format, parse_sampling, sampling_fields)
 from .openai_chat import render_error
 from .responses_encoder import Encoder
 from .fields import (content, get_bool, get_choice, get_list, get_object, get_str, objects,
@@ -32,10 +32,9 @@ TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refu
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 # our server tools' output items, sent back as input: accepted, skipped
 SERVER_ITEMS = ("code_interpreter_call", "shell_call", "web_search_call")
-KNOWN = {"model", "input", "instructions", "previous_response_id", "store", "stream",
-         "max_output_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
-         "frequency_penalty", "repetition_penalty", "tools", "tool_choice", "parallel_tool_calls",
-         "text", "reasoning", "metadata", "user", "max_tool_calls"} | SPEC_FIELDS
+KNOWN = {"model", "input", "instructions", "previous_response_id", "store", "stream", "tools",
+         "tool_choice", "parallel_tool_calls", "text", "reasoning", "metadata", "user",
+         "max_tool_calls"} | sampling_fields("responses") | SPEC_FIELDS
 # a custom (free-form) tool is shown to the model as a function of one string
 CUSTOM_INPUT = {"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]}
 NAMESPACE_SEP = "."  # a namespace tool's functions are shown as `namespace.name`
@@ -47,16 +46,31 @@ class ResponsesRequest(ChatRequest):
     instructions: str | None = None  # also messages[0], as a system message
     previous_response_id: str | None = None
     store: bool = True
-    echo: dict = field(default_factory=dict)  # request fields the Response object repeats
+    sent: dict = field(default_factory=dict)  # fields a Response repeats as the client sent them
     namespaces: dict = field(default_factory=dict)  # shown name → (namespace, function name)
     custom: frozenset = frozenset()  # shown names of custom tools (their calls: custom_tool_call)
+
+    def echo(self) -> dict:
+        """The request fields a Response object repeats (what the openai SDK's `Response` expects)."""
+        s = self.sent
+        return {
+            "instructions": self.instructions, "max_output_tokens": self.sampling.max_tokens,
+            "max_tool_calls": self.max_tool_calls, "metadata": s["metadata"],
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "previous_response_id": self.previous_response_id,
+            "reasoning": {"effort": self.reasoning_effort, "summary": s["summary"]},
+            "service_tier": "default", "store": self.store, "temperature": self.sampling.temperature,
+            "text": {"format": s["format"] or {"type": "text"}}, "tool_choice": s["tool_choice"],
+            "tools": s["tools"], "top_logprobs": 0, "top_p": self.sampling.top_p,
+            "truncation": "disabled", "user": s["user"],
+        }
 
 
 # ---- parse ---------------------------------------------------------------------------------------
 def parse_request(body: dict) -> ResponsesRequest:
     instructions = get_str(body, "instructions") or None
     draft = Draft(messages=[Message("system", [Text(instructions)])] if instructions else [],
-                  sampling=parse_sampling(body, ("max_output_tokens",), ()),
+                  sampling=parse_sampling(body, "responses"),
                   model=get_str(body, "model", ""), stream=get_bool(body, "stream", False))
     previous = get_str(body, "previous_response_id")
     store = get_bool(body, "store", True)
@@ -68,14 +82,17 @@ def parse_request(body: dict) -> ResponsesRequest:
     elif value is not None:
         draft.messages += parse_items(get_list(body, "input"), "input")
     namespaces, custom = parse_tools(body, draft)
-    draft.response_schema = parse_output_format(
-        get_object(get_object(body, "text", {}), "format", path="text"), "text.format")
-    effort = parse_reasoning(body, draft)
+    fmt = get_object(get_object(body, "text", {}), "format", path="text")
+    draft.response_schema = parse_output_format(fmt, "text.format")
+    parse_reasoning(body, draft)
     ignore_unknown(body, KNOWN)
-    req = build_request(draft, body, ResponsesRequest, instructions=instructions,
-                        previous_response_id=previous, store=store, namespaces=namespaces,
-                        custom=custom)
-    return replace(req, echo=echo(body, req, effort))
+    sent = {"metadata": get_object(body, "metadata", {}), "format": fmt,
+            "summary": get_object(body, "reasoning", {}).get("summary"),
+            "tool_choice": body.get("tool_choice", "auto"), "tools": get_list(body, "tools", []),
+            "user": get_str(body, "user")}
+    return build_request(draft, body, ResponsesRequest, instructions=instructions,
+                         previous_response_id=previous, store=store, namespaces=namespaces,
+                         custom=custom, sent=sent)
 
 
 def parse_items(items: list, path: str) -> list[Message]:
@@ -205,30 +222,11 @@ def parse_tool_choice(choice, draft: Draft) -> None:
                           "{\"type\": \"function\", \"name\": ...}.", param="tool_choice")
 
 
-def parse_reasoning(body: dict, draft: Draft) -> str | None:
+def parse_reasoning(body: dict, draft: Draft) -> None:
     effort = get_choice(get_object(body, "reasoning", {}), "effort", EFFORTS, path="reasoning")
     if effort is not None:
         draft.enable_thinking = effort != "none"
     draft.reasoning_effort = effort
-    return effort
-
-
-def echo(body: dict, req: ResponsesRequest, effort: str | None) -> dict:
-    """The request fields a Response object repeats (what the openai SDK's `Response` expects)."""
-    reasoning = get_object(body, "reasoning", {})
-    return {
-        "instructions": req.instructions, "max_output_tokens": req.sampling.max_tokens,
-        "max_tool_calls": req.max_tool_calls, "metadata": get_object(body, "metadata", {}),
-        "parallel_tool_calls": req.parallel_tool_calls,
-        "previous_response_id": req.previous_response_id,
-        "reasoning": {"effort": effort, "summary": reasoning.get("summary")},
-        "service_tier": "default", "store": req.store, "temperature": req.sampling.temperature,
-        "text": {"format": get_object(get_object(body, "text", {}), "format", path="text")
-                 or {"type": "text"}},
-        "tool_choice": body.get("tool_choice", "auto"), "tools": get_list(body, "tools", []),
-        "top_logprobs": 0, "top_p": req.sampling.top_p, "truncation": "disabled",
-        "user": get_str(body, "user"),
-    }
 
 
 # ---- previous_response_id and the store ---------------------------------------------------------

@@ -84,7 +84,7 @@ class Encoder(base.Encoder):
         self.seq = 0
         self.response = {"id": new_id("resp_"), "object": "response", "created_at": int(time.time()),
                          "status": "in_progress", "background": False, "completed_at": None,
-                         "error": None, "incomplete_details": None, **req.echo, "model": model,
+                         "error": None, "incomplete_details": None, **req.echo(), "model": model,
                          "output": [], "output_text": "", "usage": None}
         self.calls: dict[int, int] = {}  # ToolCallDelta.index → output index
         self.namespaces, self.custom = req.namespaces, req.custom

@@ -214,6 +214,8 @@ class Scheduler:
             return chain
         if s.top_k and s.top_k > 0:
             add(C.llama_sampler_init_top_k(s.top_k))
+        if s.typical_p is not None and s.typical_p < 1.0:
+            add(C.llama_sampler_init_typical(s.typical_p, 1))
         if s.top_p is not None and s.top_p < 1.0:
             add(C.llama_sampler_init_top_p(s.top_p, 1))
         if s.min_p:

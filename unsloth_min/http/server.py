@@ -23,15 +23,13 @@ disconnect detection possible. While a handler runs, reading ahead stops once
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from dataclasses import dataclass, field
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import AsyncIterator, Awaitable, Callable, Optional, Union
+from typing import Awaitable, Callable, Optional, Union
 
 from .parser import HttpError, Limits, Request, RequestParser
+from .writer import (CONTINUE, LAST_CHUNK, Response, StreamResponse, check_head, chunk,
+                     default_error_response, head, render)
 
 log = logging.getLogger("unsloth_min.http")
 access_log = logging.getLogger("unsloth_min.access")
@@ -40,33 +38,12 @@ READ_CHUNK = 64 * 1024  # bytes per socket read
 PIPELINE_BUFFER = 1024 * 1024  # read ahead at most this much while a response is produced
 LINGER_TIMEOUT = 2.0  # after an error response, drop input this long before closing...
 LINGER_BYTES = 1024 * 1024  # ...or this much, so the client sees the response, not a RST
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-SERVER_OWNED = {"content-length", "transfer-encoding", "connection"}  # framing is ours
 CLIENT_GONE = 499  # access-log status when the client left before a response (nginx's code)
-
-
-@dataclass
-class Response:
-    status: int
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-
-
-@dataclass
-class StreamResponse:
-    status: int
-    headers: list[tuple[str, str]]
-    body: AsyncIterator[bytes]  # each item is one chunk, followed by drain()
 
 
 Handler = Callable[[Request], Awaitable[Union[Response, StreamResponse]]]
 ErrorRenderer = Callable[[int, str], Response]
 Screen = Callable[[Request], Optional[Response]]  # a refusal of a request head, or None
-
-
-def default_error_response(status: int, message: str) -> Response:
-    body = {"error": {"message": message, "type": "invalid_request_error"}}
-    return Response(status, [("Content-Type", "application/json")], json.dumps(body).encode())
 
 
 class HttpServer:
@@ -273,7 +250,8 @@ class Connection:
             keep = self._keep_alive(request, response)
             if isinstance(response, StreamResponse):
                 return await self._send_stream(request, response, keep)
-            await self._write(self._render(response, keep, request.method == "HEAD"))
+            head_only = request.method == "HEAD"
+            await self._write(render(response, keep, self.server.server_header, head_only))
             return keep
         finally:
             host = self.peer[0] if self.peer else "-"
@@ -286,7 +264,7 @@ class Connection:
             response = await self.server.handler(request)
             if not isinstance(response, (Response, StreamResponse)):
                 raise TypeError(f"handler returned {type(response).__name__}")
-            _check_head(response.status, response.headers)
+            check_head(response.status, response.headers)
             return response
         except HttpError as err:
             return self.server.error_response(err.status, err.message)
@@ -307,15 +285,16 @@ class Connection:
         framing = [("Transfer-Encoding", "chunked")] if chunked else []
         body = response.body
         try:
-            await self._write(self._head(response.status, response.headers, keep, framing))
+            await self._write(head(response.status, response.headers, keep, framing,
+                                   self.server.server_header))
             if request.method == "HEAD":
                 return keep
             async for item in body:
                 if item:  # an empty chunk would end the stream (RFC 9112 §7.1)
                     item = item.encode() if isinstance(item, str) else bytes(item)
-                    await self._write(b"%x\r\n%s\r\n" % (len(item), item) if chunked else item)
+                    await self._write(chunk(item) if chunked else item)
             if chunked:
-                await self._write(b"0\r\n\r\n")
+                await self._write(LAST_CHUNK)
             return keep
         except Exception:
             if self.writer.transport.is_closing():
@@ -331,25 +310,6 @@ class Connection:
                 except Exception:
                     log.exception("closing the stream body failed")
 
-    def _render(self, response: Response, keep: bool, head_only: bool = False) -> bytes:
-        """A whole Response as bytes, with Content-Length (RFC 9110 §8.6)."""
-        body = response.body if _may_have_body(response.status) else b""
-        framing = [("Content-Length", str(len(body)))] if _may_have_body(response.status) else []
-        head = self._head(response.status, response.headers, keep, framing)
-        return head if head_only else head + body
-
-    def _head(self, status: int, headers: list, keep: bool, framing: list) -> bytes:
-        lines = [f"HTTP/1.1 {status} {_reason(status)}"]
-        names = {name.lower() for name, _ in headers}
-        lines += [f"{n}: {v}" for n, v in headers if n.lower() not in SERVER_OWNED]
-        if "date" not in names:
-            lines.append(f"Date: {formatdate(usegmt=True)}")
-        if "server" not in names:
-            lines.append(f"Server: {self.server.server_header}")
-        lines.append(f"Connection: {'keep-alive' if keep else 'close'}")
-        lines += [f"{n}: {v}" for n, v in framing]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
     async def _send_error(self, err: HttpError) -> bool:
         """Send a framing error with Connection: close; True if it was written."""
         log.info("%s rejected: %d %s", self.peer[0] if self.peer else "-", err.status, err.message)
@@ -364,7 +324,7 @@ class Connection:
     async def _send_last(self, response: Response) -> bool:
         """The connection's last response, with Connection: close; True if it was written."""
         try:
-            await self._write(self._render(response, False))
+            await self._write(render(response, False, self.server.server_header))
         except (OSError, asyncio.TimeoutError):
             return False
         return True
@@ -401,25 +361,3 @@ class Connection:
             if not data:
                 return
             dropped += len(data)
-
-
-def _check_head(status: int, headers: list[tuple[str, str]]) -> None:
-    """Refuse what would corrupt the framing: a bad status, CR/LF or non-latin-1 in headers."""
-    if not 100 <= status <= 999:
-        raise ValueError(f"invalid status {status}")
-    for name, value in headers:
-        text = f"{name}{value}"
-        if "\r" in text or "\n" in text or "\0" in text or ":" in name:
-            raise ValueError(f"invalid response header {name!r}")
-        text.encode("latin-1")
-
-
-def _may_have_body(status: int) -> bool:
-    return not (100 <= status < 200 or status in (204, 304))  # RFC 9110 §6.4.1
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""  # RFC 9112 §4: the reason phrase may be empty
