@@ -133,8 +133,8 @@ def _init_backend() -> None:
 
 def _abort_while_loading(message: str) -> None:
     """ggml gave up before the server serves (an RPC handshake refused, a failed assertion; or
-    the --rpc watchdog saw the warm-up decode wait too long): say
-    why in one line and end the process with a failed start, instead of abort()'s core dump."""
+    the --rpc watchdog saw the warm-up wait too long): say why in one line and end the process
+    with a failed start, instead of abort()'s core dump."""
     log.error("llama.cpp stopped while loading the model: %s", message)
     logging.shutdown()
     os._exit(1)

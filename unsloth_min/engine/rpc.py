@@ -9,10 +9,11 @@ offloaded layers (`-ngl`) across them and the local GPUs by free memory, or by `
 layers not offloaded stay on the local CPU.
 
 A server lost without a TCP reset (a firewall that drops, a frozen machine, a paused process)
-is another matter: ggml's client waits on its socket with no timeout, inside llama_decode, for
-good. `Watchdog` watches from outside: when the worker has been inside llama.cpp (a decode, an
-image's, a prompt state copied to or from the devices) for longer than `--rpc-timeout`, it tells
-the engine, which ends every request as after ggml's abort (and the server process is replaced).
+is another matter: ggml's client waits on its socket with no timeout, inside llama.cpp (the
+sampling after a decode, which waits for the servers' work), for good. `Watchdog` watches from
+outside: when the worker has been inside llama.cpp (a decode and its sampling, an image's, a
+prompt state copied to or from the devices) for longer than `--rpc-timeout`, it tells the
+engine, which ends every request as after ggml's abort (and the server process is replaced).
 
 Does not: authenticate or encrypt (ggml-rpc-server has neither: private networks only, which is
 why a public address gets a warning), reconnect (a server lost while serving ends the model: the
@@ -24,8 +25,8 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
-import math
 import logging
+import math
 import socket
 import struct
 import threading
