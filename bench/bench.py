@@ -92,21 +92,27 @@ class Server:
         return {"t0": t0, "stamps": stamps, "text": "".join(text), "usage": usage, "finish": finish}
 
     def main_thread_cpu_s(self) -> float:
-        """CPU seconds of the server's main thread (ours: the event loop, which parses requests
-        and frames every streamed token; the model runs on other threads)."""
-        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat") as f:
+        """CPU seconds of the serving process's main thread (ours: the event loop of the
+        supervisor's child, which parses requests and frames every streamed token; the model
+        runs on other threads)."""
+        pid = self._family()[-1]
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mib(self) -> float:
         """The peak RSS of the server: ours is the supervisor's child, so the largest of the family."""
+        return max(_vm_hwm_mib(pid) for pid in self._family())
+
+    def _family(self) -> list[int]:
+        """The started process, then its children (ours: the supervisor, then its server)."""
         pids = [self.proc.pid]
         try:
             with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
                 pids += [int(p) for p in f.read().split()]
         except OSError:
             pass
-        return max(_vm_hwm_mib(pid) for pid in pids)
+        return pids
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
