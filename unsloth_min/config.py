@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from .agent import DEFAULT_MAX_CALLS
 from .engine.bufts import MODES as BUFT_MODES
 from .engine.model import FLASH_ATTN, ROPE_SCALING
-from .engine.rpc import parse_endpoints
+from .engine.rpc import RPC_TIMEOUT_S, parse_endpoints
 from .engine.scheduler import MAX_QUEUE
 from .media import MAX_IMAGES
 from .tools.common import MAX_KERNELS, SESSION_IDLE_S, TIMEOUT_S
@@ -91,9 +91,13 @@ class Config:
         "GGUF declares, else none: untrained); linear or yarn stretch the trained positions over "
         "--ctx-size, for every prompt (short answers change too)"))
     rpc: tuple[str, ...] = flag((), type=_endpoints, metavar="HOST:PORT[,HOST:PORT...]", help=(
-        "split the model across these ggml-rpc-servers (llama.cpp's RPC backend; needs `make "
-        "install-rpc`); -ngl layers go to them and to local GPUs, the rest stay on this CPU. No "
-        "authentication: private networks only"))
+        "split the model across these ggml-rpc-servers (llama.cpp's RPC backend; start one with "
+        ".venv/bin/ggml-rpc-server -p PORT); -ngl layers go to them and to local GPUs, the rest "
+        "stay on this CPU. IPv4 only. No authentication: private networks only"))
+    rpc_timeout: float = flag(RPC_TIMEOUT_S, type=_positive(float), metavar="SECONDS", help=(
+        "a decode still waiting on the --rpc servers after this long (a host gone without a "
+        "reset: a firewall, a frozen machine) ends every request with an error and the server "
+        "process (see --restart) (default %(default)g; 0: wait for ever)"))
     tensor_split: tuple[float, ...] = flag((), "-ts", type=_split, metavar="N0,N1,...", help=(
         "proportion of the offloaded layers per device, RPC servers first in --rpc order, then "
         "local GPUs (default: by free memory)"))
@@ -139,6 +143,7 @@ class Config:
     listen_fd: int | None = flag(None, type=int, help=HIDDEN)  # the supervisor's listening socket
     ready_fd: int | None = flag(None, type=int, help=HIDDEN)   # where to say "ready"
     key_shown: bool = flag(False, action="store_true", help=HIDDEN)  # the supervisor printed a new key
+    restarted: bool = flag(False, action="store_true", help=HIDDEN)  # by --restart: wait for --rpc
     # server tools (SPEC "Server tools")
     max_tool_calls: int = flag(DEFAULT_MAX_CALLS, group=TOOLS, type=_positive(int), help=(
         "server tool calls per request before the model must answer (default %(default)s; a "

@@ -9,8 +9,9 @@ signal number — or, with `--restart N`, serves on with a new child, up to N ti
 stays bound meanwhile: new connections wait in its backlog and then get 503 "loading" from the new
 child until it is warm, never "connection refused". SIGINT and SIGTERM are passed to the child;
 the parent exits with its status. A child whose llama.cpp stopped under it while serving (a lost
-`--rpc` server: ggml's abort, caught) answers its requests with errors and exits with
-EXIT_MODEL_GONE, which `--restart` treats as a crash.
+`--rpc` server: ggml's abort, caught; or one silent past --rpc-timeout) answers its requests with
+errors and exits with EXIT_MODEL_GONE, which `--restart` treats as a crash. A restarted child is
+told so (`--restarted`): it waits for its --rpc servers to answer instead of failing its start.
 
 Does not: restart a child that ended by itself otherwise (a clean stop, a failed start that
 printed its reason) or that crashed before it was ready (it would crash again); keep in-flight
@@ -61,6 +62,7 @@ class Supervisor:
         self.command = command or [sys.executable, "-m", "unsloth_min"]  # tests inject faults
         self.child: subprocess.Popen | None = None
         self.stopping = False
+        self.restarted = False
 
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,13 +81,15 @@ class Supervisor:
             self.restarts_left -= 1
             log.error("the server process %s while serving (%s); restarting it (%d restarts left)",
                       what, "its log says why" if gone else CRASH_HINT, self.restarts_left)
+            self.restarted = True
             time.sleep(RESTART_PAUSE_S)
 
     def _run_child(self) -> tuple[bool, int]:
         """Start one child and wait for it: (whether it said ready, its return code)."""
         r, w = os.pipe()
         fd = self.sock.fileno()
-        args = self.argv + ["--listen-fd", str(fd), "--ready-fd", str(w)]
+        args = self.argv + ["--listen-fd", str(fd), "--ready-fd", str(w)] + (
+            ["--restarted"] if self.restarted else [])
         self.child = subprocess.Popen(self.command + args, pass_fds=(fd, w),
                                       preexec_fn=_die_with_parent)
         os.close(w)

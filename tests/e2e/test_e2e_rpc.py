@@ -2,9 +2,12 @@
 
 Greedy answers in all three dialects, streamed, are the same token for token as the same server's
 without --rpc; killing one ggml-rpc-server mid-stream ends that answer with the dialect's error
-event and the server with EXIT_MODEL_GONE, never a hang; --rpc to a closed port stops the start
-and says why. The split runs need `make install-rpc` (llama-cpp-python with the RPC backend and
-the ggml-rpc-server binary in .venv/bin): without it they are skipped, saying so.
+event and the server with EXIT_MODEL_GONE, never a hang; pausing one (SIGSTOP: a host gone
+without a TCP reset) ends the answer and the queued request with errors after --rpc-timeout, and
+with --restart a new server process waits for it and answers once it is resumed (SIGCONT); --rpc
+to a closed port stops the start and says why. The servers are `make install`'s
+.venv/bin/ggml-rpc-server (unsloth_min/rpc_server.py): without an RPC build these tests fail,
+unless UNSLOTH_MIN_SKIP_RPC=1 says to skip them.
 """
 from __future__ import annotations
 
@@ -14,22 +17,25 @@ import json
 import os
 import re
 import subprocess
+import signal
 import sys
+import threading
 import time
 
 import pytest
 
-from support.servers import (KEY, free_port, launch_server_process, sse_events, start_server_process,
-                             stop_server_process, wait_for)
+from support.servers import (KEY, die_with_parent, free_port, healthy, launch_server_process,
+                             sse_events, start_server_process, stop_server_process, wait_for)
 from unsloth_min.engine import ggml, rpc
 from unsloth_min.supervisor import EXIT_MODEL_GONE
 
 pytestmark = pytest.mark.model
 RPC_SERVER = os.path.join(os.path.dirname(sys.executable), "ggml-rpc-server")
 HAS_RPC = bool(ggml.lib().ggml_backend_reg_by_name(b"RPC"))
-needs_rpc = pytest.mark.skipif(not (HAS_RPC and os.path.exists(RPC_SERVER)),
-                               reason="no RPC build here: `make test-rpc` (or `make install-rpc`) "
-                                      "builds llama-cpp-python with GGML_RPC=ON and ggml-rpc-server")
+needs_rpc = pytest.mark.skipif(os.environ.get("UNSLOTH_MIN_SKIP_RPC") == "1",
+                               reason="UNSLOTH_MIN_SKIP_RPC=1: the --rpc split is not tested")
+NO_RPC = ("no RPC build here: `make install` builds llama-cpp-python with GGML_RPC=ON and "
+          ".venv/bin/ggml-rpc-server (UNSLOTH_MIN_SKIP_RPC=1 skips these tests)")
 FLAGS = ("-np", "1", "-c", "4096", "--temp", "0")  # a small KV cache: it lives on the servers
 STORY = "Write a short story about a robot who learns to paint."
 COUNT = "Count from one to fifty in words."  # an answer that goes on
@@ -48,9 +54,11 @@ def ask(dialect: str, text: str, n: int) -> tuple[str, dict]:
 @contextlib.contextmanager
 def rpc_servers(n: int):
     """`n` ggml-rpc-servers on loopback ports, one thread each: (endpoints, processes)."""
+    assert HAS_RPC and os.path.exists(RPC_SERVER), NO_RPC
     ports = [free_port() for _ in range(n)]
     procs = [subprocess.Popen([RPC_SERVER, "-H", "127.0.0.1", "-p", str(p), "-t", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=die_with_parent) for p in ports]
     endpoints = [f"127.0.0.1:{p}" for p in ports]
     try:
         for e in endpoints:
@@ -136,29 +144,89 @@ def test_tensor_split_steers_the_layers(tmp_path, local):
         streamed("chat", local.request("POST", *ask("chat", STORY, 16), timeout=120)[2])
 
 
+RPC_TIMEOUT = 8  # seconds: a decode of the 135M model takes milliseconds, even on a busy machine
+SLACK = 20       # for the error to reach the client, generously
+
+
+def open_stream(running, dialect: str, text: str, n: int, timeout: float):
+    """A streamed request under way: (connection, response, the first events read)."""
+    conn = http.client.HTTPConnection(running.host, running.port, timeout=timeout)
+    route, body = ask(dialect, text, n)
+    conn.request("POST", route, json.dumps(body), {"Authorization": f"Bearer {KEY}",
+                                                   "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    data = b""
+    while data.count(b"delta") < 5:  # it is answering
+        data += resp.readline()
+    return conn, resp, data
+
+
+def read_until_end(resp, deadline: float) -> bytes:
+    """The rest of a stream, or nothing if it has not ended by `deadline` (pings keep a hung one
+    open: the socket's timeout would not end it)."""
+    got = {}
+
+    def read():
+        try:
+            got["data"] = resp.read()
+        except http.client.IncompleteRead as e:  # (the server process ended it)
+            got["data"] = e.partial
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(max(0.0, deadline - time.monotonic()))
+    return got.get("data", b"")
+
+
 @needs_rpc
 @pytest.mark.parametrize("dialect, last_event", [("chat", None), ("messages", "error"),
                                                  ("responses", "response.failed")])
 def test_a_server_killed_mid_stream_ends_the_answer_then_ours(tmp_path, dialect, last_event):
     with rpc_servers(2) as (endpoints, procs):
         running = start_server_process(str(tmp_path), *FLAGS, "--rpc", ",".join(endpoints))
-        conn = http.client.HTTPConnection(running.host, running.port, timeout=60)
-        route, body = ask(dialect, COUNT, 2000)
-        conn.request("POST", route, json.dumps(body), {"Authorization": f"Bearer {KEY}",
-                                                       "Content-Type": "application/json"})
-        resp = conn.getresponse()
-        assert resp.status == 200
-        data = b""
-        while data.count(b"delta") < 5:  # it is answering
-            data += resp.readline()
+        conn, resp, data = open_stream(running, dialect, COUNT, 2000, 60)
         procs[1].kill()
-        data += resp.read()  # the rest comes at once; a hang would end in the socket's timeout
+        data += read_until_end(resp, time.monotonic() + 60)  # the rest comes at once
         name, ev = sse_events(data)[-2 if dialect == "chat" else -1]  # (chat: then [DONE])
         error = json.loads(ev).get("error") or json.loads(ev)["response"]["error"]
         assert name == last_event and "llama.cpp stopped (" in error["message"], data[-800:]
         assert "Remote RPC server crashed" in error["message"]
         assert running.proc.wait(30) == EXIT_MODEL_GONE
         assert "the model is gone" in running.log_text()
+
+
+@needs_rpc
+def test_a_server_paused_mid_stream_ends_every_request_then_a_new_process_serves(tmp_path):
+    with rpc_servers(2) as (endpoints, procs):
+        running = start_server_process(str(tmp_path), *FLAGS, "--rpc", ",".join(endpoints),
+                                       "--rpc-timeout", str(RPC_TIMEOUT), "--restart", "1")
+        conn, resp, data = open_stream(running, "messages", COUNT, 2000, RPC_TIMEOUT + SLACK)
+        queued = {}  # -np 1: a second request waits for the slot
+        waiter = threading.Thread(target=lambda: queued.update(answer=running.request(
+            "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": STORY}]},
+            timeout=RPC_TIMEOUT + SLACK)), daemon=True)
+        waiter.start()
+        procs[1].send_signal(signal.SIGSTOP)  # no reset, no FIN: ggml's client waits for good
+        paused = time.monotonic()
+        data += read_until_end(resp, paused + RPC_TIMEOUT + SLACK)
+        took = time.monotonic() - paused
+        waiter.join(SLACK)
+        name, ev = sse_events(data)[-1]
+        assert name == "error" and "(--rpc-timeout)" in json.loads(ev)["error"]["message"], data[-800:]
+        assert took < RPC_TIMEOUT + SLACK, took
+        status, _, body = queued["answer"]
+        assert status == 500 and "no answer from one of its --rpc servers" in body.decode(), body
+        # the new server process waits for the paused one, and serves once it is back
+        assert wait_for(lambda: "trying again every" in running.log_text(), 60), running.log_text()
+        assert not healthy(running)
+        procs[1].send_signal(signal.SIGCONT)
+        assert wait_for(lambda: healthy(running), 120), running.log_text()
+        status, _, data = running.request("POST", *ask("chat", STORY, 16), timeout=120)
+        assert status == 200 and len(streamed("chat", data)[0]) > 20, data
+        assert stop_server_process(running) == 0
+    log = running.log_text()
+    assert "the model is gone (no answer from one of its --rpc servers" in log
+    assert "lost its model while serving (its log says why); restarting it" in log
 
 
 def test_rpc_to_a_closed_port_stops_the_start_saying_why(tmp_path):
@@ -169,7 +237,7 @@ def test_rpc_to_a_closed_port_stops_the_start_saying_why(tmp_path):
     if HAS_RPC:
         assert "cannot reach a ggml-rpc-server there (Connection refused)" in log, log
     else:
-        assert "built without it: `make install-rpc`" in log, log
+        assert "built without it: `make install` builds one" in log, log
     assert time.monotonic() - started < 30 and "Traceback" not in log
 
 

@@ -5,9 +5,10 @@ import threading
 
 import pytest
 
-from unsloth_min.core import Finish, Sampling
+from unsloth_min.core import ApiError, Finish, Sampling
 from unsloth_min.engine import LLAMA_DEFAULTS, embedded_model_path
 from unsloth_min.engine.model import Model, ModelParams
+from unsloth_min.engine import scheduler as scheduler_module
 from unsloth_min.engine.scheduler import Scheduler, Sequence
 from support.servers import wait_for
 
@@ -50,6 +51,24 @@ def test_a_retry_resumes_the_prefill_its_cancelled_request_left(model):
         finish = events[-1]
         assert finish.usage.cached_tokens >= 512, finish.usage
         assert retry.slot is first.slot
+    finally:
+        scheduler.close()
+
+
+def test_fail_all_does_not_wait_for_a_worker_stuck_holding_the_lock(model, monkeypatch):
+    """The --rpc watchdog's fail_all, while the worker waits on a silent server inside llama.cpp
+    with the scheduler's lock held (restoring a prompt state as it admits a request)."""
+    monkeypatch.setattr(scheduler_module, "FAIL_ALL_LOCK_S", 0.2)
+    scheduler = Scheduler(model)
+    gone = ApiError(500, "server_error", "gone")
+    try:
+        queued, events, _ = sequence([1, 2, 3])
+        with scheduler._cv:  # (the stuck worker's hold)
+            scheduler._waiting.append(queued)
+            failing = threading.Thread(target=scheduler.fail_all, args=(gone,))
+            failing.start()
+            failing.join(10)
+            assert not failing.is_alive() and events == [gone] and queued.cancelled
     finally:
         scheduler.close()
 

@@ -15,7 +15,8 @@ tools; required, a named function, auto (lazily) and `response_schema` get a gra
 With `--mmproj` a prompt with images is tokenized by the projector (vision.py), off the event loop,
 into token ids plus image chunks the worker evaluates; without one, images are dropped with a
 warning, once per request. When ggml aborts while serving (a lost `--rpc` server, a failed
-assertion) every request ends with a 500 and `on_gone` tells the server to stop (`_aborted`).
+assertion), or an `--rpc` server stays silent past --rpc-timeout (engine/rpc.py's watchdog),
+every request ends with a 500 and `on_gone` tells the server to stop (`_aborted`).
 
 Does not: know HTTP or any dialect's wire format. `ScriptedEngine` (tests) has the same interface,
 `core.ChatEngine`.
@@ -181,6 +182,8 @@ class Engine:
         self.gone: str | None = None  # why llama.cpp can run no more (it aborted)
         self.on_gone: Callable[[str], None] | None = None  # told once, from the failing thread
         ggml.on_abort(self._aborted)
+        if self.model.watchdog is not None:  # an --rpc server silent past --rpc-timeout: the same end
+            self.model.watchdog.on_stuck = self._aborted
 
     @property
     def accepts_images(self) -> bool:
@@ -197,7 +200,8 @@ class Engine:
 
     def _aborted(self, message: str) -> None:
         """ggml's abort while serving, on the thread that failed (a lost RPC server: that
-        connection's thread; the worker then waits inside llama_decode for good). Every request
+        connection's thread; the worker then waits inside llama_decode for good), or the --rpc
+        watchdog's word that the worker has waited on a server for too long. Every request
         gets a 500 now, `on_gone` tells the server to stop, and the thread parks rather than
         return into abort() — unless it runs the event loop, which must not block."""
         log.error("llama.cpp stopped: %s", message)

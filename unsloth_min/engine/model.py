@@ -8,14 +8,17 @@ Does not: render chat templates (template.py), schedule or sample (scheduler.py)
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import llama_cpp as C
 
 from . import bufts, ggml, rpc
+from .rpc import RPC_TIMEOUT_S
 
 log = logging.getLogger("unsloth_min.engine")
 
@@ -33,6 +36,8 @@ class ModelParams:
     rpc: tuple[str, ...] = ()  # ggml-rpc-server endpoints (HOST:PORT) the layers are split across
     tensor_split: tuple[float, ...] = ()  # proportions per device (RPC servers first, then GPUs)
     rope_scaling: str = "auto"  # ROPE_SCALING or auto: the model's own (rope_scaling())
+    rpc_timeout: float = RPC_TIMEOUT_S  # seconds inside llama.cpp with --rpc before giving up; 0: never
+    rpc_wait: float = 0.0       # seconds to wait for an --rpc server that does not answer at start
 
 
 def usable_cores() -> int:
@@ -127,8 +132,9 @@ def _init_backend() -> None:
 
 
 def _abort_while_loading(message: str) -> None:
-    """ggml gave up before the server serves (an RPC handshake refused, a failed assertion): say
-    why in one line and end the process with a failed start, instead of abort()'s core dump."""
+    """ggml gave up before the server serves (an RPC handshake refused, a failed assertion; or
+    the --rpc watchdog saw the warm-up wait too long): say why in one line and end the process
+    with a failed start, instead of abort()'s core dump."""
     log.error("llama.cpp stopped while loading the model: %s", message)
     logging.shutdown()
     os._exit(1)
@@ -141,6 +147,8 @@ class Model:
         _init_backend()
         ggml.on_abort(_abort_while_loading)  # the engine takes over once it serves
         self.params = params
+        self.busy_since: float | None = None  # when the worker entered llama.cpp (watched())
+        self.watchdog: rpc.Watchdog | None = None
         self.model = self._load_weights(params)
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
@@ -161,11 +169,27 @@ class Model:
         # microseconds with the caches cold from the decode), so each answer is kept
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._eog: dict[int, bool] = {}
+        if params.rpc and params.rpc_timeout > 0:  # (the engine takes `on_stuck` over once it serves)
+            self.watchdog = rpc.Watchdog(params.rpc, params.rpc_timeout, lambda: self.busy_since,
+                                         _abort_while_loading)
+
+    @contextlib.contextmanager
+    def watched(self):
+        """Around calls into llama.cpp that may wait on --rpc servers: `busy_since` says since
+        when, for the watchdog (rpc.Watchdog). With RPC devices llama_decode only sends the
+        work: what waits for it is the next call that reads a result (llama_sampler_sample), so
+        a decode and the sampling after it are watched as one. Nested: the outermost counts."""
+        outer = self.busy_since
+        self.busy_since = outer or time.monotonic()
+        try:
+            yield
+        finally:
+            self.busy_since = outer
 
     def _load_weights(self, params: ModelParams):
         """The llama.cpp model: RPC servers added, weights placed (bufts.py) and split."""
         if params.rpc:
-            rpc.add_servers(params.rpc)
+            rpc.add_servers(params.rpc, params.rpc_wait)
         mp = C.llama_model_default_params()
         mp.n_gpu_layers = 999 if params.n_gpu_layers < 0 else params.n_gpu_layers
         # a device to offload to: a GPU, or an RPC server (llama_supports_gpu_offload() is true
@@ -199,14 +223,16 @@ class Model:
         text = "The warm-up decode checks that this machine runs the model."
         tokens = self.tokenize(text, add_bos=self.add_bos)[:WARM_UP_TOKENS]
         arr = (C.llama_token * len(tokens))(*tokens)
-        for n, start in ((len(tokens) - 1, 0), (1, len(tokens) - 1)):
-            rc = C.llama_decode(self.ctx, C.llama_batch_get_one(
-                ctypes.cast(ctypes.byref(arr, start * ctypes.sizeof(C.llama_token)),
-                            ctypes.POINTER(C.llama_token)), n))
-            if rc != 0:
-                raise RuntimeError(f"the warm-up decode failed (llama_decode returned {rc}) with "
-                                   f"--extra-bufts {self.placement.mode}: try --extra-bufts off"
-                                   + (" or -ngl 0" if self.offloading else ""))
+        with self.watched():
+            for n, start in ((len(tokens) - 1, 0), (1, len(tokens) - 1)):
+                rc = C.llama_decode(self.ctx, C.llama_batch_get_one(
+                    ctypes.cast(ctypes.byref(arr, start * ctypes.sizeof(C.llama_token)),
+                                ctypes.POINTER(C.llama_token)), n))
+                if rc != 0:
+                    raise RuntimeError(f"the warm-up decode failed (llama_decode returned {rc}) with "
+                                       f"--extra-bufts {self.placement.mode}: try --extra-bufts off"
+                                       + (" or -ngl 0" if self.offloading else ""))
+            C.llama_synchronize(self.ctx)
         C.llama_memory_clear(self.memory, True)
 
     def _positions_past_training(self) -> str:
@@ -277,6 +303,8 @@ class Model:
                 "placement": self.placement.mode, "rpc": list(p.rpc), "tensor_split": list(p.tensor_split)}
 
     def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if getattr(self, "ctx", None):
             C.llama_free(self.ctx)
             self.ctx = None

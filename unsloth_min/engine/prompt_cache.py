@@ -155,7 +155,8 @@ class PromptCache:
         size = C.llama_state_seq_get_size(ctx, seq_id)
         data = bytearray(size)
         buf = (ctypes.c_ubyte * size).from_buffer(data)
-        got = C.llama_state_seq_get_data(ctx, buf, size, seq_id)
+        with self.model.watched():  # (from --rpc servers: over the network)
+            got = C.llama_state_seq_get_data(ctx, buf, size, seq_id)
         del buf  # (a live view would pin the bytearray's size)
         return data if got == size else None
 
@@ -182,7 +183,8 @@ class PromptCache:
     def _set_state(self, seq_id: int, data: bytes | bytearray) -> bool:
         size = len(data)
         buf = (ctypes.c_ubyte * size).from_buffer(data if isinstance(data, bytearray) else bytearray(data))
-        return C.llama_state_seq_set_data(self.model.ctx, buf, size, seq_id) == size
+        with self.model.watched():
+            return C.llama_state_seq_set_data(self.model.ctx, buf, size, seq_id) == size
 
     def _keep(self, entry: Entry) -> None:
         """`entry` in RAM as the most recently used; the least recently used states leave RAM

@@ -48,6 +48,7 @@ MIN_REUSE = 64            # shared tokens that make a free slot a sequence's own
 # than for one alone (split over the KV cells past 512), and a greedy answer may flip on that.
 # One decode step more (~10 ms on the embedded model) buys the same text cold, warm and restored.
 LAST_ALONE_FROM = 64
+FAIL_ALL_LOCK_S = 5.0     # fail_all's wait for the lock that a worker stuck in llama.cpp may hold
 
 
 class Scheduler:
@@ -94,9 +95,13 @@ class Scheduler:
     def fail_all(self, err: ApiError) -> None:
         """Every sequence, running or queued, ends with `err` now, from any thread: for when
         llama.cpp can run no more (the worker is stuck inside it). Touches nothing of llama.cpp."""
-        with self._cv:
+        locked = self._cv.acquire(timeout=FAIL_ALL_LOCK_S)  # the worker may be stuck holding it
+        try:
             seqs = self._active() + list(self._waiting)
             self._waiting.clear()
+        finally:
+            if locked:
+                self._cv.release()
         for seq in seqs:
             seq.cancelled = True
             seq.emit(err)
@@ -242,16 +247,17 @@ class Scheduler:
         if self._batch.n_tokens == 0:
             return
         self._flush()
-        t0 = time.perf_counter()
-        with computing(self._active()):  # (a long prompt's chunk: lines while it computes)
-            rc = C.llama_decode(self.model.ctx, self._batch)
-        decode = time.perf_counter() - t0
-        if rc != 0:
-            raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
-        for seq, progress in self.stats.decoded(self._active(), self._batch.n_tokens, time.monotonic()):
-            self._emit(seq, progress)
-        self._checkpoint(outputs)
-        sampling = self._sample_all(outputs)
+        with self.model.watched():  # (--rpc: the sampling waits for the servers' work)
+            t0 = time.perf_counter()
+            with computing(self._active()):  # (a long prompt's chunk: lines while it computes)
+                rc = C.llama_decode(self.model.ctx, self._batch)
+            decode = time.perf_counter() - t0
+            if rc != 0:
+                raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
+            for seq, progress in self.stats.decoded(self._active(), self._batch.n_tokens, time.monotonic()):
+                self._emit(seq, progress)
+            self._checkpoint(outputs)
+            sampling = self._sample_all(outputs)
         self.times.add(len(outputs), decode, sampling, time.perf_counter() - start)
 
     def _plan(self) -> list[tuple[Sequence, int]]:
@@ -324,7 +330,8 @@ class Scheduler:
     def _eval_media(self, seq: Sequence, chunk) -> None:
         slot = seq.slot
         self._flush()
-        rc = chunk.evaluate(slot.seq_id, len(slot.tokens))
+        with self.model.watched():
+            rc = chunk.evaluate(slot.seq_id, len(slot.tokens))
         if rc != 0:
             C.llama_memory_seq_rm(self.model.memory, slot.seq_id, len(slot.tokens), -1)
             raise RuntimeError("the KV cache is full" if rc == 1 else f"image evaluation returned {rc}")
