@@ -80,6 +80,14 @@ def tool_options(cfg: Config) -> ToolOptions:
                        session_idle=cfg.session_idle)
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT or SIGTERM sets (on the running loop)."""
+    stop, loop = asyncio.Event(), asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
                 make_engine=Engine, sock: socket.socket | None = None) -> int:
     """Serve until SIGINT/SIGTERM, or until the engine is gone (EXIT_MODEL_GONE), on `sock` if
@@ -90,10 +98,7 @@ async def serve(cfg: Config, auth: Authenticator, new_key: str | None = None,
     server = HttpServer(app.handle, error_response=app.error_response, screen=app.screen)
     app.ops.connections = lambda: server.open_connections
     await server.start(cfg.host, cfg.port, sock)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop, loop = stop_on_signals(), asyncio.get_running_loop()
     serving = asyncio.create_task(server.serve_forever())
     gone: list[str] = []
 
