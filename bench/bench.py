@@ -276,12 +276,14 @@ def main() -> None:
     ap.add_argument("--llama-server", default=None)
     ap.add_argument("--skip-inprocess", action="store_true")
     ap.add_argument("--decode-only", action="store_true", help="single-stream decode and TTFT only")
+    ap.add_argument("--ours", nargs=argparse.REMAINDER, default=[],
+                    help="the rest of the line goes to our server (e.g. --ours --cache-ram 0)")
     args = ap.parse_args()
     model = args.model or embedded_model_path()
     threads = ["-t", str(args.threads), "-np", str(args.parallel)]
     commands = {"unsloth_min": lambda p: [sys.executable, "-m", "unsloth_min", "--model", model, "-p", str(p),
                                           "--api-key", KEY, "--log-level", "info", "-c", str(args.ctx),
-                                          *threads]}
+                                          *threads, *args.ours]}
     if args.llama_server:  # its -c is the total, split into per-slot streams: the same KV layout as ours
         # on AMX machines its extra buffers crash too: --no-repack turns them all off
         repack = [] if choose("auto", model, False).mode == "on" else ["--no-repack"]
