@@ -19,7 +19,6 @@ import time
 from ..core import (ApiError, Finish, PromptProgress, ReasoningDelta, Started, TextDelta, ToolCallDelta,
                     ToolExecuted, new_id)
 from . import encoder as base
-from .openai_chat import render_error
 
 # ---- render --------------------------------------------------------------------------------------
 # text-like item type → (item id prefix, content part type, event name prefix)
