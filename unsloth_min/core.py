@@ -114,7 +114,8 @@ class Knob:
     integer: bool = False
     names: dict = field(default_factory=dict)   # dialect → its wire names; default: the field's
     ranges: dict = field(default_factory=dict)  # dialect → (lo, hi)
-    stops: bool = False                         # a string or list of stop strings, not a number
+    kind: str = "number"                        # or "stops" (a string or list of strings) or
+                                                # "bias" (an object of token id → bias)
 
 
 def knob(lo=None, hi=None, *, default=None, **how):
@@ -137,13 +138,15 @@ class Sampling:
     repetition_penalty: float | None = knob(0.01, 10)
     max_tokens: int | None = knob(1, integer=True, names={  # chat's max_completion_tokens wins
         "openai": ("max_tokens", "max_completion_tokens"), "responses": ("max_output_tokens",)})
-    stop: tuple[str, ...] = knob(default=(), stops=True, names={
+    stop: tuple[str, ...] = knob(default=(), kind="stops", names={
         "openai": ("stop",), "anthropic": ("stop_sequences",), "responses": ()})
+    logit_bias: tuple[tuple[int, float], ...] = knob(-100, 100, default=(), kind="bias", names={
+        "anthropic": (), "responses": ()})  # OpenAI Chat's (and llama-server's); sorted (token, bias)
 
     def merged(self, defaults: "Sampling") -> "Sampling":
         """Fill every None from `defaults` (the server's flags)."""
         vals = {k: (v if v is not None else getattr(defaults, k)) for k, v in vars(self).items()}
-        vals["stop"] = self.stop or defaults.stop
+        vals["stop"], vals["logit_bias"] = self.stop or defaults.stop, self.logit_bias or defaults.logit_bias
         return Sampling(**vals)
 
 

@@ -24,8 +24,10 @@ def wire_names(dialect: str, f) -> tuple[str, ...]:
 
 def a_value(dialect: str, f):
     k = f.metadata["knob"]
-    if k.stops:
+    if k.kind == "stops":
         return ["END"], ("END",)
+    if k.kind == "bias":
+        return {"7": -100, "3": 2.5}, ((3, 2.5), (7, -100.0))
     lo, hi = k.ranges.get(dialect, (k.lo, k.hi))
     value = lo + 1 if hi is None or hi - lo >= 2 else (lo + hi) / 2
     value = int(value) if k.integer else value
@@ -51,7 +53,8 @@ def test_each_knob_out_of_range_is_a_400_naming_it(dialect, f):
     k = f.metadata["knob"]
     lo, hi = k.ranges.get(dialect, (k.lo, k.hi))
     for name in wire_names(dialect, f):
-        bad = ["END", 5] if k.stops else (hi + 1 if hi is not None else lo - 1)
+        bad = ["END", 5] if k.kind == "stops" else (hi + 1 if hi is not None else lo - 1)
+        bad = {"3": bad} if k.kind == "bias" else bad
         with pytest.raises(ApiError) as e:
             module.parse_request(dict(body, **{name: bad}))
         assert (e.value.status, e.value.param) == (400, name)
@@ -64,3 +67,12 @@ def test_the_dialects_spell_max_tokens_and_stop_their_own_way():
     assert (resp.sampling.max_tokens, resp.sampling.stop) == (6, ())  # Responses has no stop
     with pytest.raises(ApiError):  # Anthropic's temperature stops at 1
         anthropic_messages.parse_request(dict(BODIES["anthropic"][1], temperature=1.5))
+
+
+@pytest.mark.parametrize("bad", [[[3, 1]], {"the": 1}, {"-3": 1}, {"3": True}, {"3": "1"},
+                                 {"3": None}, {str(i): 1 for i in range(1025)}])
+def test_logit_bias_takes_an_object_of_token_ids_to_numbers(bad):
+    with pytest.raises(ApiError) as e:
+        openai_chat.parse_request(dict(BODIES["openai"][1], logit_bias=bad))
+    assert (e.value.status, e.value.param) == (400, "logit_bias")
+    assert openai_chat.parse_request(dict(BODIES["openai"][1], logit_bias={})).sampling.logit_bias == ()

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import re
 import socket
 import time
 
 import openai
 import pytest
 
-from support.servers import KEY, start_server_process, stop_server_process
+from support.servers import KEY, start_server_process, stop_server_process, wait_for
 from support.rawhttp import read_until
+from support.vocab import Vocab
+from unsloth_min.engine import embedded_model_path
 
 pytestmark = pytest.mark.model
 
@@ -39,7 +42,9 @@ def test_concurrent_requests_match_solo_runs(client):
 
 
 def _open_stream(server, max_tokens: int = 4000) -> socket.socket:
+    """A stream that runs for minutes: no end-of-generation token may be sampled."""
     body = json.dumps({"model": "m", "stream": True, "max_tokens": max_tokens, "temperature": 1,
+                       "logit_bias": Vocab(embedded_model_path()).endless(),
                        "messages": [{"role": "user", "content": "Write a very long essay about rivers."}]})
     s = socket.create_connection((server.host, server.port))
     s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
@@ -69,7 +74,8 @@ def test_queue_bound_answers_503(tmp_path):
         body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
         with cf.ThreadPoolExecutor(1) as pool:
             queued = pool.submit(server.json, "POST", "/v1/chat/completions", body)
-            time.sleep(2)  # let it take the one queue place
+            assert wait_for(lambda: re.search(rb"^llamacpp:requests_deferred 1",
+                                              server.request("GET", "/metrics")[2], re.M), 60)  # queued
             status, headers, data = server.request("POST", "/v1/chat/completions", body)
             assert status == 503 and headers["retry-after"]
             assert json.loads(data)["error"]["type"] == "overloaded_error"

@@ -123,3 +123,24 @@ def test_disconnect_frees_the_model(real_server, client):
                                        messages=[{"role": "user", "content": "hi"}])
     assert r.choices[0].finish_reason in ("length", "stop")
     assert time.time() - start < 10  # would wait for ~2000-token generations if they still ran
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    from support.vocab import Vocab
+    from unsloth_min.engine import embedded_model_path
+    return Vocab(embedded_model_path())
+
+
+def test_logit_bias_bans_and_forces_tokens(client, vocab):
+    ends = vocab.endless()
+    ask = dict(model="m", messages=[{"role": "user", "content": "Say hi."}], max_tokens=40, temperature=0)
+    assert client.chat.completions.create(**ask).choices[0].finish_reason == "stop"  # it ends by itself
+    banned = client.chat.completions.create(**ask, logit_bias=ends).choices[0]
+    assert banned.finish_reason == "length" and banned.message.content
+    [river] = vocab.tokenize(" river")
+    forced = client.chat.completions.create(**dict(ask, max_tokens=3), logit_bias={str(river): 100})
+    assert forced.choices[0].message.content.strip() == "river river river"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(**ask, logit_bias={"999999": 5})
+    assert e.value.body["param"] == "logit_bias" and "999999" in e.value.body["message"]

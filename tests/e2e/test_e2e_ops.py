@@ -13,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.servers import start_server_process, stop_server_process, wait_for
 from support.soak import snapshot
+from support.vocab import Vocab
+from unsloth_min.engine import embedded_model_path
 
 pytestmark = pytest.mark.model
 CHAT = "/v1/chat/completions"
@@ -63,13 +65,16 @@ def test_slots_show_the_running_request_but_never_its_text(real_server):
     marker = "quokka-zebra-7731"
     conn = http.client.HTTPConnection(real_server.host, real_server.port, timeout=300)
     conn.request("POST", CHAT, json.dumps({
-        "model": "m", "stream": True, "max_tokens": 48, "temperature": 0,
+        "model": "m", "stream": True, "max_tokens": 2000, "temperature": 0,
+        "logit_bias": Vocab(embedded_model_path()).endless(),  # still running when /slots answers
         "messages": [{"role": "user", "content": f"Write a poem about the {marker}."}]}),
         {"Authorization": f"Bearer {real_server.key}", "Content-Type": "application/json"})
     resp = conn.getresponse()
-    first = json.loads(resp.readline().decode()[len("data: "):])
+    first = json.loads(resp.readline().decode()[len("data: "):])  # the role: sent before the prompt is in
+    for line in resp:
+        if line.startswith(b"data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+            break  # the first text: the prompt is in, it generates
     status, _, data = real_server.request("GET", "/slots")
-    resp.read()
     conn.close()
     assert status == 200 and marker not in data.decode()
     busy = [s for s in json.loads(data) if s["state"] == "busy"]

@@ -61,6 +61,12 @@ class Vocab:
         finally:
             c.free()
 
+    def endless(self) -> dict:
+        """A `logit_bias` that bans every end-of-generation token: a greedy or sampled stream
+        that runs to its max_tokens, whatever the model would have said."""
+        n = C.llama_vocab_n_tokens(self.vocab)
+        return {str(t): -100 for t in range(n) if C.llama_vocab_is_eog(self.vocab, t)}
+
     def piece(self, tok: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = C.llama_token_to_piece(self.vocab, tok, buf, 64, 0, True)

@@ -14,13 +14,14 @@ Does not: read any dialect's messages or tools (each dialect module does), or re
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from ..core import (SERVER_TOOLS, TOOL_ALIASES, ApiError, ChatRequest, Knob, Message, Sampling, Tool,
                     bad_request, server_tool_name)
-from .fields import get_bool, get_choice, get_number, get_object, get_stops, get_str, get_str_list
+from .fields import get_bias, get_bool, get_choice, get_number, get_object, get_stops, get_str, get_str_list
 
 log = logging.getLogger("unsloth_min.dialects")
 # the fields SPEC adds to every dialect (build_request reads them)
@@ -146,10 +147,11 @@ def parse_sampling(body: dict, dialect: str) -> Sampling:
     for f in fields(Sampling):
         k: Knob = f.metadata["knob"]
         names = k.names.get(dialect, (f.name,))
-        if k.stops:
-            values[f.name] = get_stops(body, names[0]) if names else ()
-            continue
         lo, hi = k.ranges.get(dialect, (k.lo, k.hi))
+        if k.kind != "number":
+            read = get_stops if k.kind == "stops" else functools.partial(get_bias, lo=lo, hi=hi)
+            values[f.name] = read(body, names[0]) if names else ()
+            continue
         for name in names:
             values[f.name] = get_number(body, name, values.get(f.name), lo=lo, hi=hi, integer=k.integer)
     return Sampling(**values)

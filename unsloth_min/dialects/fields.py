@@ -6,6 +6,8 @@ JSON booleans are never accepted as numbers (Python's bool is an int).
 """
 from __future__ import annotations
 
+import json
+
 from ..core import ApiError, Text, bad_request
 
 
@@ -108,6 +110,27 @@ def get_stops(obj: dict, key: str) -> tuple[str, ...]:
     if len(value) > MAX_STOPS:
         raise bad_request(f"Invalid '{key}': at most {MAX_STOPS} stop sequences.", param=key)
     return tuple(s for s in value if s)
+
+
+MAX_BIASES = 1024
+
+
+def get_bias(obj: dict, key: str, *, lo: float, hi: float) -> tuple[tuple[int, float], ...]:
+    """`logit_bias`: an object of token ID (a string of digits) → a bias from lo to hi; sorted
+    (token, bias) pairs. Whether each ID is in the model's vocabulary is the engine's to say."""
+    value = obj.get(key)
+    if value is None:
+        return ()
+    biases = require_object(value, key)
+    if len(biases) > MAX_BIASES:
+        raise bad_request(f"Invalid '{key}': at most {MAX_BIASES} tokens may be biased.", param=key)
+    for token, bias in biases.items():
+        if not (token.isascii() and token.isdigit()):
+            raise bad_request(f"Invalid key in '{key}': {token!r} is not a token ID.", param=key)
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not lo <= bias <= hi:
+            raise bad_request(f"Invalid value for '{key}.{token}': expected a number from {lo} to "
+                              f"{hi}, but got {json.dumps(bias)}.", param=key)
+    return tuple(sorted((int(token), float(bias)) for token, bias in biases.items()))
 
 
 def get_str_list(obj: dict, key: str, *, path: str = "") -> tuple[str, ...]:

@@ -1,20 +1,20 @@
 """The scheduler: one worker thread decodes every running sequence in shared llama.cpp batches.
 
-Strategy: the model has `n_parallel` slots, each a llama.cpp sequence id with its own KV cells.
-A request becomes a `Sequence`; it waits in a FIFO queue (bounded: beyond it, 503) until a slot is
+Strategy: the model has `n_parallel` slots, each a llama.cpp sequence id with its own KV cells. A
+request becomes a `Sequence`; it waits in a FIFO queue (bounded: beyond it, 503) until a slot is
 free, takes the free slot whose cached tokens share the longest prefix with its prompt (else the
 least recently used), lets the prompt cache (prompt_cache.py) put a longer prefix there from RAM,
-disk or a busy slot, and evaluates only the rest, its last token in a step of its own. Each step builds one `llama_batch`: one token for every decoding sequence,
-then prompt chunks of prefilling ones in the room left (chunked prefill, so a long prompt never
-stalls running streams), one `llama_decode`, then one sample per sequence with its own sampler
-chain. Events leave through each sequence's `emit` callback (thread-safe, set by the caller),
-gathered during a step and handed over just before the next `llama_decode`: the event loop then
-wakes while the worker waits in C without the GIL, instead of taking the GIL in the middle of the
-worker's Python work (each ctypes call releases it) and stalling the next decode.
+disk or a busy slot, and evaluates only the rest, its last token in a step of its own. Each step
+builds one `llama_batch`: one token for every decoding sequence, then prompt chunks of prefilling
+ones in the room left (chunked prefill, so a long prompt never stalls running streams), one
+`llama_decode`, then one sample per sequence with its own sampler chain. Events leave through each
+sequence's `emit` callback (thread-safe, set by the caller), gathered during a step and handed over
+just before the next `llama_decode`: the event loop then wakes while the worker waits in C without
+the GIL, instead of taking the GIL in the middle of the worker's Python work (each ctypes call
+releases it) and stalling the next decode.
 A prompt may hold images (vision.py): negative pseudo-tokens in `prompt`, plus a `media` chunk at
 each image's start. When prefill reaches one, the chunk is evaluated on its own, before the shared
 batch (embeddings cannot share a llama_batch with tokens), and a cached prefix never ends inside one.
-ctypes releases the GIL inside llama.cpp, so the event loop runs while the model computes.
 
 A sequence may carry a GBNF grammar (grammar.py), eager or lazy: it is checked against the token
 the chain picks, and filters the whole vocabulary only when it rejects it (constrain.py).
@@ -217,6 +217,9 @@ class Scheduler:
                 if t >= 0:  # not an image's pseudo-token
                     C.llama_sampler_accept(pen, t)
             add(pen)
+        if s.logit_bias:  # (llama.cpp copies the array)
+            biases = (C.llama_logit_bias * len(s.logit_bias))(*[C.llama_logit_bias(*b) for b in s.logit_bias])
+            add(C.llama_sampler_init_logit_bias(m.n_vocab, len(biases), biases))
         if not s.temperature or s.temperature <= 0:
             add(C.llama_sampler_init_greedy())
             return chain
