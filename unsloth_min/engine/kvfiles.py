@@ -6,8 +6,9 @@ the state's size and SHA-256), the tokens as int32, then the bytes `llama_state_
 The fingerprint names everything that must be equal for the bytes to mean the same cells: the
 model file's content (SHA-256, memoized per path, size and mtime in `models.json` beside the
 files), llama.cpp's build (version and system info) and the KV layout (context, slots, flash
-attention, placement, RoPE). Files are written by one background thread, to a temporary name then
-renamed (atomic), and the folder is kept under `--cache-disk` bytes, the files least recently used
+attention, placement, RoPE). Files are written by one background thread at the lowest CPU
+priority (hashing and writing 60 MiB would otherwise take a core from the decoding threads, and
+llama.cpp's threads wait for their slowest), to a temporary name then renamed (atomic), and the folder is kept under `--cache-disk` bytes, the files least recently used
 (mtime, touched on each read) out first, whoever wrote them. Nothing is read at start but the
 headers, once the model is hashed (in the same thread): a file that does not parse or is shorter
 than its header says is removed with a warning; another fingerprint is skipped (another model's
@@ -24,6 +25,7 @@ import logging
 import os
 import queue
 import struct
+import sys
 import threading
 import time
 from array import array
@@ -168,6 +170,7 @@ class KvFiles:
 
     # ---- the writer thread -----------------------------------------------------------------------
     def _run(self, model_path: str, build: str, layout: dict) -> None:
+        lowest_priority()
         try:
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
             self.fp = fingerprint(self._model_sha256(model_path), build, layout)
@@ -278,6 +281,15 @@ class KvFiles:
             except OSError:
                 pass
             raise
+
+
+def lowest_priority() -> None:
+    """The calling thread yields the CPU to every other (Linux: a thread's nice value is its own)."""
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
 
 
 def _touch(path: str) -> None:
