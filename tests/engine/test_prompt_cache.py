@@ -150,11 +150,11 @@ def test_another_layout_or_model_never_reads_a_state(servers, tmp_path):
 
 def test_the_bounds_hold_oldest_out_first(servers):
     s = servers(n_parallel=1, ram_mib=1)
-    for i in range(3):
-        s.run(s.tokens(long_text(f"Bound {i}.")))
-    assert s.cache.ram == []  # a state of ~30 MiB never fits in 1 MiB
     files = s.cache.files
-    assert wait_for(lambda: len(files.usable()) == 3, 60)
+    for i in range(3):  # (the writer yields the CPU to decoding: each written before the next run)
+        s.run(s.tokens(long_text(f"Bound {i}.")))
+        assert wait_for(lambda: len(files.usable()) == i + 1, 60)
+    assert s.cache.ram == []  # a state of ~30 MiB never fits in 1 MiB
     files.max_bytes = int(1.5 * files.usable()[0].size)  # room for one: the newest stays
     last = s.tokens(long_text("Bound 3."))
     s.run(last)

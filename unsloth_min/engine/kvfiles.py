@@ -1,19 +1,21 @@
 """Sequence KV states on disk: the prompt cache's second tier, which outlives the process.
 
-Strategy: one file per cached prefix in a folder (`--cache-dir`, default `$UNSLOTH_MIN_HOME/
-prompt-cache`): `MAGIC`, a 4-byte header length, a JSON header (the fingerprint, the token count,
-the state's size and SHA-256), the tokens as int32, then the bytes `llama_state_seq_get_data` gave.
-The fingerprint names everything that must be equal for the bytes to mean the same cells: the
-model file's content (SHA-256, memoized per path, size and mtime in `models.json` beside the
-files), llama.cpp's build (version and system info) and the KV layout (context, slots, flash
-attention, placement, RoPE). Files are written by one background thread at the lowest CPU
-priority (hashing and writing 60 MiB would otherwise take a core from the decoding threads, and
-llama.cpp's threads wait for their slowest), to a temporary name then renamed (atomic), and the folder is kept under `--cache-disk` bytes, the files least recently used
-(mtime, touched on each read) out first, whoever wrote them. Nothing is read at start but the
-headers, once the model is hashed (in the same thread): a file that does not parse or is shorter
-than its header says is removed with a warning; another fingerprint is skipped (another model's
-server may share the folder); the state's SHA-256 is checked on every read, so a damaged file is a
-miss, never a wrong answer.
+Strategy: one file per cached prefix in a folder (`--cache-dir`, default `$UNSLOTH_MIN_HOME/prompt-
+cache`): `MAGIC`, a 4-byte header length, a JSON header (the fingerprint, the token count, the
+state's size and SHA-256), the tokens as int32, then the bytes `llama_state_seq_get_data` gave. The
+fingerprint names everything that must be equal for the bytes to mean the same cells: the model
+file's content (SHA-256, memoized per path, size and mtime in `models.json` beside the files),
+llama.cpp's build (version and system info) and the KV layout (context, slots, flash attention,
+placement, RoPE). Files are written by one background thread at the lowest CPU priority (hashing and
+writing 60 MiB would otherwise take a core from the decoding threads, and llama.cpp's threads wait
+for their slowest: under steady decoding a state reaches the disk in the next idle moment, and one
+saved while two wait stays in RAM only; one superseded while it waits is not written), to a
+temporary name then renamed (atomic), and the folder is kept under `--cache-disk` bytes, the files
+least recently used (mtime, touched on each read) out first, whoever wrote them. Nothing is read at
+start but the headers, once the model is hashed (in the same thread): a file that does not parse or
+is shorter than its header says is removed with a warning; another fingerprint is skipped (another
+model's server may share the folder); the state's SHA-256 is checked on every read, so a damaged
+file is a miss, never a wrong answer.
 
 Does not: decide what to cache or restore (prompt_cache.py), or talk to llama.cpp.
 """
@@ -103,6 +105,7 @@ class KvFiles:
         self._lock = threading.Lock()
         self.ready = threading.Event()
         self._jobs: queue.Queue = queue.Queue(PENDING_WRITES)
+        self._dropped: set[Entry] = set()  # queued, then superseded before the writer got to them
         self._thread = threading.Thread(target=self._run, args=(model_path, build, layout),
                                         name="unsloth-kvfiles", daemon=True)
         self._thread.start()
@@ -113,12 +116,16 @@ class KvFiles:
             return list(self.entries)
 
     def write(self, entry: Entry, data: bytes | bytearray, superseded: list[Entry]) -> None:
-        """Queue `entry` for writing; the files of `superseded` go once it is written."""
+        """Queue `entry` for writing; the files of `superseded` go once it is written, and those
+        still waiting for the writer are not written at all."""
         try:
             self._jobs.put_nowait((entry, data, superseded))
         except queue.Full:
             log.debug("prompt cache: the disk writer is busy; %d tokens kept in RAM only",
                       len(entry.tokens))
+            return
+        with self._lock:
+            self._dropped.update(e for e in superseded if e.path is None)
 
     def read(self, entry: Entry) -> bytearray | None:
         """The state of `entry` from its file, checked; None (and the file removed) when damaged."""
@@ -183,7 +190,10 @@ class KvFiles:
             entry, data, superseded = self._jobs.get()
             if entry is None:
                 return
-            if self.max_bytes and entry.size <= self.max_bytes:
+            with self._lock:
+                dropped = entry in self._dropped
+                self._dropped.discard(entry)
+            if self.max_bytes and not dropped and entry.size <= self.max_bytes:
                 self._store(entry, data, superseded)
 
     def _model_sha256(self, path: str) -> str:
@@ -246,6 +256,8 @@ class KvFiles:
             entry.path = path
             self.entries.append(entry)
         for old in superseded:
+            with self._lock:
+                self._dropped.discard(old)  # (when it was being written as this was queued)
             if old.path and old.path != path:
                 self._remove(old.path)
                 self._forget(old)

@@ -129,7 +129,7 @@ class PromptCache:
         log.debug("prompt cache: %d tokens saved (%.1f MiB) in %.3f s", len(tokens),
                   len(data) / 2**20, time.perf_counter() - t)
         if self.files is not None and len(tokens) >= DISK_MIN_TOKENS and min(tokens) >= 0:
-            self.files.write(entry, data, [e for e in superseded if e.path])  # (images: RAM only)
+            self.files.write(entry, data, superseded)  # (images: RAM only)
 
     def close(self) -> None:
         self.ram.clear()
