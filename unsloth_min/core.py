@@ -144,10 +144,9 @@ class Sampling:
         "anthropic": (), "responses": ()})  # OpenAI Chat's (and llama-server's); sorted (token, bias)
 
     def merged(self, defaults: "Sampling") -> "Sampling":
-        """Fill every None from `defaults` (the server's flags)."""
-        vals = {k: (v if v is not None else getattr(defaults, k)) for k, v in vars(self).items()}
-        vals["stop"], vals["logit_bias"] = self.stop or defaults.stop, self.logit_bias or defaults.logit_bias
-        return Sampling(**vals)
+        """Fill every unset knob (None, or no stops or biases) from `defaults` (the server's flags)."""
+        return Sampling(**{k: getattr(defaults, k) if v is None or v == () else v
+                           for k, v in vars(self).items()})
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ Does not: read any dialect's messages or tools (each dialect module does), or re
 """
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field, fields
 from typing import Callable
@@ -148,12 +147,14 @@ def parse_sampling(body: dict, dialect: str) -> Sampling:
         k: Knob = f.metadata["knob"]
         names = k.names.get(dialect, (f.name,))
         lo, hi = k.ranges.get(dialect, (k.lo, k.hi))
-        if k.kind != "number":
-            read = get_stops if k.kind == "stops" else functools.partial(get_bias, lo=lo, hi=hi)
-            values[f.name] = read(body, names[0]) if names else ()
-            continue
-        for name in names:
-            values[f.name] = get_number(body, name, values.get(f.name), lo=lo, hi=hi, integer=k.integer)
+        if k.kind == "stops":
+            values[f.name] = get_stops(body, names[0]) if names else ()
+        elif k.kind == "bias":
+            values[f.name] = get_bias(body, names[0], lo=lo, hi=hi) if names else ()
+        else:
+            for name in names:
+                values[f.name] = get_number(body, name, values.get(f.name), lo=lo, hi=hi,
+                                            integer=k.integer)
     return Sampling(**values)
 
 

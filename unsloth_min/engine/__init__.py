@@ -320,10 +320,10 @@ class Engine:
         if not prompt:
             raise ApiError(400, "invalid_request_error", "the prompt is empty", param="messages")
         sampling = req.sampling.merged(self.defaults)
-        if sampling.logit_bias and sampling.logit_bias[-1][0] >= self.model.n_vocab:  # (sorted)
-            raise ApiError(400, "invalid_request_error", f"Invalid key in 'logit_bias': token ID "
-                           f"{sampling.logit_bias[-1][0]} is past the model's last, "
-                           f"{self.model.n_vocab - 1}.", param="logit_bias")
+        last = max((token for token, _ in sampling.logit_bias), default=-1)
+        if last >= self.model.n_vocab:  # (llama.cpp would index past its logits)
+            raise ApiError(400, "invalid_request_error", f"Invalid key in 'logit_bias': token ID {last} "
+                           f"is past the model's last, {self.model.n_vocab - 1}.", param="logit_bias")
         room = self.n_ctx - len(prompt)
         max_tokens = min(sampling.max_tokens or room, room, self.n_predict or room)
         queue: asyncio.Queue = asyncio.Queue()

@@ -50,6 +50,7 @@ class Entry:
     data: bytes | bytearray | None = None
     path: str | None = None
     used: float = field(default_factory=time.monotonic)
+    superseded: bool = False        # a longer entry took its place (queued for disk: not written)
 
 
 def file_sha256(path: str) -> str:
@@ -105,7 +106,6 @@ class KvFiles:
         self._lock = threading.Lock()
         self.ready = threading.Event()
         self._jobs: queue.Queue = queue.Queue(PENDING_WRITES)
-        self._dropped: set[Entry] = set()  # queued, then superseded before the writer got to them
         self._thread = threading.Thread(target=self._run, args=(model_path, build, layout),
                                         name="unsloth-kvfiles", daemon=True)
         self._thread.start()
@@ -124,8 +124,8 @@ class KvFiles:
             log.debug("prompt cache: the disk writer is busy; %d tokens kept in RAM only",
                       len(entry.tokens))
             return
-        with self._lock:
-            self._dropped.update(e for e in superseded if e.path is None)
+        for e in superseded:
+            e.superseded = True  # (one waiting in the queue is then skipped)
 
     def read(self, entry: Entry) -> bytearray | None:
         """The state of `entry` from its file, checked; None (and the file removed) when damaged."""
@@ -190,10 +190,7 @@ class KvFiles:
             entry, data, superseded = self._jobs.get()
             if entry is None:
                 return
-            with self._lock:
-                dropped = entry in self._dropped
-                self._dropped.discard(entry)
-            if self.max_bytes and not dropped and entry.size <= self.max_bytes:
+            if self.max_bytes and not entry.superseded and entry.size <= self.max_bytes:
                 self._store(entry, data, superseded)
 
     def _model_sha256(self, path: str) -> str:
@@ -256,8 +253,6 @@ class KvFiles:
             entry.path = path
             self.entries.append(entry)
         for old in superseded:
-            with self._lock:
-                self._dropped.discard(old)  # (when it was being written as this was queued)
             if old.path and old.path != path:
                 self._remove(old.path)
                 self._forget(old)

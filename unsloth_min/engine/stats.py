@@ -92,12 +92,12 @@ def rate(tokens: int, seconds: float) -> float:
     return round(tokens / seconds, 1) if seconds > 0 else 0.0
 
 
-def log_progress(slot: int, p: PromptProgress) -> None:
+def log_progress(slot: int, p: PromptProgress, computing: str = "") -> None:
     done, todo = p.processed - p.cache, p.total - p.cache
     speed = rate(done, p.time_ms / 1000)
     eta = f"{(todo - done) / speed:.0f} s" if speed else "?"
-    log.info("slot %d: prompt %d/%d tokens (%.0f%%), %.0f tok/s, ETA %s", slot, p.processed,
-             p.total, 100 * p.processed / p.total, speed, eta)
+    log.info("slot %d: prompt %d/%d tokens (%.0f%%), %s%.0f tok/s, ETA %s", slot, p.processed,
+             p.total, 100 * p.processed / p.total, computing, speed, eta)
 
 
 def computing(active: list[Sequence]):
@@ -130,14 +130,11 @@ class Heartbeat:
     def _run(self) -> None:
         while not self.stop.wait(PROGRESS_EVERY_S):
             now = time.monotonic()
-            for seq in self.seqs:
-                done, todo = seq.reported - seq.cached, len(seq.prompt) - seq.cached
-                speed = rate(done, self.started - seq.t_start)
-                eta = f"{(todo - done) / speed:.0f} s" if speed else "?"
-                log.info("slot %d: prompt %d/%d tokens (%.0f%%), computing %d more for %.0f s, "
-                         "%.0f tok/s, ETA %s", seq.slot.seq_id, seq.reported, len(seq.prompt),
-                         100 * seq.reported / len(seq.prompt), seq.n_done - seq.reported,
-                         now - self.started, speed, eta)
+            for seq in self.seqs:  # (the rate: of the chunks done before this one)
+                done = PromptProgress(len(seq.prompt), seq.cached, seq.reported,
+                                      int((self.started - seq.t_start) * 1000))
+                log_progress(seq.slot.seq_id, done, f"computing {seq.n_done - seq.reported} more "
+                             f"for {now - self.started:.0f} s, ")
 
 
 def slot_view(slot: Slot, stats: EngineStats, now: float) -> dict:
