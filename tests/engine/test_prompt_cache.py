@@ -158,6 +158,7 @@ def test_the_bounds_hold_oldest_out_first(servers):
     files.max_bytes = int(1.5 * files.usable()[0].size)  # room for one: the newest stays
     last = s.tokens(long_text("Bound 3."))
     s.run(last)
+    assert wait_for(lambda: any(e.tokens[:len(last)] == last for e in files.usable()), 60)
     s.run(s.tokens("Another short one. " * 20))
     assert wait_for(lambda: len(glob.glob(os.path.join(files.folder, "*.kv"))) == 1, 60)
     assert [e.tokens[:len(last)] for e in files.usable()] == [last]
