@@ -368,14 +368,11 @@ def test_the_embedded_model_gets_a_token_cap_and_a_repeat_penalty_of_its_own():
 
 @pytest.mark.parametrize("typical_p, used", [(0.5, [0.5]), (1.0, []), (None, [])])
 def test_typical_p_reaches_the_sampler_chain_only_below_1(monkeypatch, typical_p, used):
-    from types import SimpleNamespace
-
-    from unsloth_min.engine import scheduler
+    from unsloth_min.engine import sampling
     seen = []
-    real = scheduler.C.llama_sampler_init_typical
-    monkeypatch.setattr(scheduler.C, "llama_sampler_init_typical",
+    real = sampling.C.llama_sampler_init_typical
+    monkeypatch.setattr(sampling.C, "llama_sampler_init_typical",
                         lambda p, keep: seen.append(p) or real(p, keep))
-    seq = SimpleNamespace(sampling=Sampling(temperature=0.7, top_k=40, typical_p=typical_p), prompt=[])
-    chain = Scheduler._sampler(SimpleNamespace(model=SimpleNamespace(n_vocab=32)), seq)
-    scheduler.C.llama_sampler_free(chain)
+    chain = sampling.chain(Sampling(temperature=0.7, top_k=40, typical_p=typical_p))
+    sampling.C.llama_sampler_free(chain)
     assert seen == used

@@ -177,7 +177,7 @@ class Model:
     def watched(self):
         """Around calls into llama.cpp that may wait on --rpc servers: `busy_since` says since
         when, for the watchdog (rpc.Watchdog). With RPC devices llama_decode only sends the
-        work: what waits for it is the next call that reads a result (llama_sampler_sample), so
+        work: what waits for it is llama_synchronize, or the next call that reads a result, so
         a decode and the sampling after it are watched as one. Nested: the outermost counts."""
         outer = self.busy_since
         self.busy_since = outer or time.monotonic()

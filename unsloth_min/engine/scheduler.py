@@ -34,13 +34,12 @@ from ..core import ApiError, Finish, TextDelta, Usage
 from .constrain import Candidates, Constraint, sample
 from .model import Model
 from .prompt_cache import DISK_MIN_TOKENS, PromptCache
+from .sampling import TokenSampler
 from .sequence import Sequence, Slot, StepTimes, common_prefix
 from .stats import EngineStats, computing
 from .textstream import TextStream
 
 log = logging.getLogger("unsloth_min.engine")
-RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
-PENALTY_LAST_N = 64       # llama.cpp's default window for repetition penalties
 MAX_QUEUE = 128           # waiting requests before a 503: 100 concurrent clients all get served
 MIN_REUSE = 64            # shared tokens that make a free slot a sequence's own (Scheduler._affinity)
 # From this many prompt tokens, the last one is decoded in a step of its own, as when the rest came
@@ -200,40 +199,11 @@ class Scheduler:
         seq.slot, slot.seq = slot, seq
         self.stats.attach(seq, time.monotonic())
         log.debug("slot %d: a prompt of %d tokens, %d of them cached", slot.seq_id, len(seq.prompt), n)
-        seq.sampler = self._sampler(seq)
+        seq.sampler = TokenSampler(seq.sampling, self.model.n_vocab, seq.prompt)
         if seq.grammar:
             seq.constraint = Constraint(self.model.vocab, seq.grammar,
                                         lambda t: self.model.piece(t, special=True))
         seq.text = TextStream(seq.sampling.stop)
-
-    def _sampler(self, seq: Sequence):
-        s, m = seq.sampling, self.model
-        chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
-        add = lambda smpl: C.llama_sampler_chain_add(chain, smpl)  # noqa: E731
-        rep, freq, pres = s.repetition_penalty or 1.0, s.frequency_penalty or 0.0, s.presence_penalty or 0.0
-        if rep != 1.0 or freq or pres:
-            pen = C.llama_sampler_init_penalties(m.n_vocab, PENALTY_LAST_N, rep, freq, pres)
-            for t in seq.prompt[-PENALTY_LAST_N:]:
-                if t >= 0:  # not an image's pseudo-token
-                    C.llama_sampler_accept(pen, t)
-            add(pen)
-        if s.logit_bias:  # (llama.cpp copies the array)
-            biases = (C.llama_logit_bias * len(s.logit_bias))(*[C.llama_logit_bias(*b) for b in s.logit_bias])
-            add(C.llama_sampler_init_logit_bias(m.n_vocab, len(biases), biases))
-        if not s.temperature or s.temperature <= 0:
-            add(C.llama_sampler_init_greedy())
-            return chain
-        if s.top_k and s.top_k > 0:
-            add(C.llama_sampler_init_top_k(s.top_k))
-        if s.typical_p is not None and s.typical_p < 1.0:
-            add(C.llama_sampler_init_typical(s.typical_p, 1))
-        if s.top_p is not None and s.top_p < 1.0:
-            add(C.llama_sampler_init_top_p(s.top_p, 1))
-        if s.min_p:
-            add(C.llama_sampler_init_min_p(s.min_p, 1))
-        add(C.llama_sampler_init_temp(s.temperature))
-        add(C.llama_sampler_init_dist(RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF))
-        return chain
 
     def _drop_cancelled(self) -> None:
         for seq in self._active():
@@ -250,10 +220,12 @@ class Scheduler:
         if self._batch.n_tokens == 0:
             return
         self._flush()
-        with self.model.watched():  # (--rpc: the sampling waits for the servers' work)
+        with self.model.watched():  # (--rpc: the wait for the servers' work is watched)
             t0 = time.perf_counter()
             with computing(self._active()):  # (a long prompt's chunk: lines while it computes)
                 rc = C.llama_decode(self.model.ctx, self._batch)
+                if rc == 0:  # a GPU's or RPC server's work is waited for here, with the GIL free
+                    C.llama_synchronize(self.model.ctx)  # (sampling keeps it: sampling.py)
             decode = time.perf_counter() - t0
             if rc != 0:
                 raise RuntimeError("the KV cache is full" if rc == 1 else f"llama_decode returned {rc}")
@@ -310,15 +282,18 @@ class Scheduler:
         return sampling
 
     def _sample(self, seq: Sequence, idx: int) -> int:
-        c = seq.constraint
+        s, c, ctx = seq.sampler, seq.constraint, self.model.ctx
         if c is None or c.sampler is None:
-            token = C.llama_sampler_sample(seq.sampler, self.model.ctx, idx)
+            token = s.sample(ctx, idx)
             if c is not None and c.waiting:
                 c.watch(token)
             return token
         if self._candidates is None:
             self._candidates = Candidates(self.model.n_vocab)
-        return sample(seq.sampler, c.sampler, self._candidates, self.model.ctx, idx)
+        s.adjust(ctx, idx)
+        token = sample(s.chain, c.sampler, self._candidates, ctx, idx)
+        s.accept(token)
+        return token
 
     def _prefill_media(self) -> None:
         """Evaluate the images that prefilling sequences have reached, one sequence at a time."""
@@ -395,7 +370,7 @@ class Scheduler:
         if seq.slot is not None:
             seq.slot.seq = None
         if seq.sampler is not None:
-            C.llama_sampler_free(seq.sampler)
+            seq.sampler.free()
         if seq.constraint is not None:
             seq.constraint.free()
         seq.sampler = seq.constraint = None
