@@ -31,7 +31,7 @@ async def sse_body(first, events: AsyncIterator, encoder, heartbeat_s: float,
     """Frame `encoder`'s wire events for `first` and the rest of `events` as SSE. `on_finish(ev)`
     runs when the Finish is encoded, before it is sent."""
     beat = getattr(encoder, "heartbeat", None)
-    ticks = paced(events, heartbeat_s if beat else None)
+    ticks = paced(events, heartbeat_s) if beat else events
     said = time.monotonic()  # when an event's frames last went out (heartbeats are not events)
     try:
         for name, data in encoder.event(first):
@@ -56,12 +56,8 @@ async def sse_body(first, events: AsyncIterator, encoder, heartbeat_s: float,
         await events.aclose()
 
 
-async def paced(events: AsyncIterator, interval: float | None) -> AsyncIterator:
-    """`events`, plus a None after each `interval` seconds without one (no interval: plain)."""
-    if interval is None:
-        async for ev in events:
-            yield ev
-        return
+async def paced(events: AsyncIterator, interval: float) -> AsyncIterator:
+    """`events`, plus a None after each `interval` seconds without one."""
     pending = None
     try:
         while True:
@@ -88,8 +84,8 @@ class ClosingBody:
     def __init__(self, body: AsyncIterator[bytes], events: AsyncIterator):
         self.body, self.events = body, events
 
-    def __aiter__(self):
-        return self
+    def __aiter__(self):  # iterated as the body itself: no layer per streamed event
+        return self.body.__aiter__()
 
     async def __anext__(self) -> bytes:
         return await self.body.__anext__()

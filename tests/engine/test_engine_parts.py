@@ -171,12 +171,12 @@ def test_mailbox_carries_worker_events_into_the_loop_in_order():
     arrive, in order, each in its own queue; a closed mailbox stops writing (its fds are gone)."""
     import threading
 
-    from unsloth_min.engine import Mailbox
+    from unsloth_min.engine.mailbox import Inbox, Mailbox
 
     async def main():
         loop = asyncio.get_running_loop()
         box = Mailbox(loop)
-        a, b = asyncio.Queue(), asyncio.Queue()
+        a, b = Inbox(), Inbox()
 
         def worker():
             for i in range(500):
@@ -196,6 +196,21 @@ def test_mailbox_carries_worker_events_into_the_loop_in_order():
     got_a, got_b, pending = asyncio.run(main())
     assert got_a == list(range(500)) and got_b == [-i for i in range(0, 500, 7)]
     assert list(pending) and pending[-1][1] == "after close"
+
+
+def test_an_inbox_survives_a_cancelled_get():
+    """A request's consumer cancelled while it waits (the client left): an event put after that
+    is kept for a later get, not set on the cancelled waiter."""
+    from unsloth_min.engine.mailbox import Inbox
+
+    async def main():
+        box = Inbox()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(box.get(), 0.05)
+        box.put_nowait("a")
+        box.put_nowait("b")
+        return [await box.get(), await box.get()]
+    assert asyncio.run(main()) == ["a", "b"]
 
 
 @pytest.mark.model

@@ -24,8 +24,6 @@ Does not: know HTTP or any dialect's wire format. `ScriptedEngine` (tests) has t
 from __future__ import annotations
 
 import asyncio
-import collections
-import ctypes
 import functools
 import importlib.util
 import logging
@@ -40,6 +38,7 @@ import llama_cpp as C
 from ..core import ApiError, ChatRequest, Event, Finish, Image, Sampling, Started, TextDelta
 from . import ggml
 from .chatformat import ChatFormat
+from .mailbox import Inbox, Mailbox
 from .model import Model, ModelParams
 from .output import OutputParser
 from .prompt_cache import CacheOptions, build_cache
@@ -91,56 +90,6 @@ class EngineOptions:
     n_predict: int | None = None  # a cap on any request's generated tokens (llama-server's -n)
     cache: CacheOptions = CacheOptions(ram_mib=0)  # prompt states beyond the slots (the server's: cli.py)
     stats: EngineStats = field(default_factory=EngineStats)  # kept by every engine made from these
-
-
-_LIBC = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL (a CDLL one, like socket.send, drops it)
-_LIBC.write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
-_LIBC.write.restype = ctypes.c_ssize_t
-
-
-class Mailbox:
-    """The worker thread's way into one event loop.
-
-    `loop.call_soon_threadsafe` wakes the loop with `socket.send`, which drops the GIL: the
-    loop thread then takes it and runs its whole per-token work (parsing, JSON, SSE, the
-    client's socket) while the worker waits to get it back before its next `llama_decode`, a
-    stall of about half a millisecond per token measured on 2 cores. Here the wake-up byte goes
-    through libc's write() with the GIL held, so the loop wakes, waits the few microseconds
-    until the worker enters llama.cpp, and does its work while the model computes. One byte per
-    batch of events: the scheduler hands a whole step's events over at once."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.rfd, self.wfd = os.pipe()  # (not pipe2: macOS has none; both ends close-on-exec)
-        os.set_blocking(self.rfd, False)
-        os.set_blocking(self.wfd, False)
-        self.pending: collections.deque = collections.deque()
-        self.armed = False  # a wake-up byte is on its way
-        self.closed = False
-        self.loop = loop
-        loop.add_reader(self.rfd, self._drain)
-
-    def post(self, queue: asyncio.Queue, ev) -> None:  # the worker thread
-        self.pending.append((queue, ev))
-        if not self.armed and not self.closed:
-            self.armed = True
-            _LIBC.write(self.wfd, b"\0", 1)  # non-blocking, and never more than one byte queued
-
-    def _drain(self) -> None:  # the loop thread
-        try:
-            os.read(self.rfd, 64)
-        except BlockingIOError:
-            pass
-        self.armed = False  # first: a post from now on sends a new byte
-        while self.pending:
-            queue, ev = self.pending.popleft()
-            queue.put_nowait(ev)
-
-    def close(self) -> None:
-        self.closed = True
-        if not self.loop.is_closed():
-            self.loop.remove_reader(self.rfd)
-        os.close(self.rfd)
-        os.close(self.wfd)
 
 
 class Engine:
@@ -326,7 +275,7 @@ class Engine:
                            f"is past the model's last, {self.model.n_vocab - 1}.", param="logit_bias")
         room = self.n_ctx - len(prompt)
         max_tokens = min(sampling.max_tokens or room, room, self.n_predict or room)
-        queue: asyncio.Queue = asyncio.Queue()
+        queue = Inbox()
         seq = Sequence(prompt, sampling, max_tokens, emit=functools.partial(self._mailbox().post, queue),
                        media=media, grammar=grammar, special=self.special,
                        return_progress=req.return_progress, request_id=req.request_id,
@@ -340,7 +289,7 @@ class Engine:
             self.scheduler.cancel(seq)  # a no-op once finished; otherwise frees the slot
 
 
-async def parsed(queue: asyncio.Queue, parser: OutputParser, seq: Sequence) -> AsyncIterator[Event]:
+async def parsed(queue: Inbox | asyncio.Queue, parser: OutputParser, seq: Sequence) -> AsyncIterator[Event]:
     """The worker's events with its text run through `parser`, up to and including Finish.
     Output tokens counted are output delivered: text the parser kept whole (an opened call that
     never became one, cut off) is given back as text at the end, as any non-call is."""
