@@ -8,7 +8,6 @@ Does not: render chat templates (template.py), schedule or sample (scheduler.py)
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -148,6 +147,7 @@ class Model:
         ggml.on_abort(_abort_while_loading)  # the engine takes over once it serves
         self.params = params
         self.busy_since: float | None = None  # when the worker entered llama.cpp (watched())
+        self._watched = Watched(self)  # (one, reused: entered once per decode step)
         self.watchdog: rpc.Watchdog | None = None
         self.model = self._load_weights(params)
         self.vocab = C.llama_model_get_vocab(self.model)
@@ -173,18 +173,12 @@ class Model:
             self.watchdog = rpc.Watchdog(params.rpc, params.rpc_timeout, lambda: self.busy_since,
                                          _abort_while_loading)
 
-    @contextlib.contextmanager
-    def watched(self):
+    def watched(self) -> "Watched":
         """Around calls into llama.cpp that may wait on --rpc servers: `busy_since` says since
         when, for the watchdog (rpc.Watchdog). With RPC devices llama_decode only sends the
         work: what waits for it is llama_synchronize, or the next call that reads a result, so
         a decode and the sampling after it are watched as one. Nested: the outermost counts."""
-        outer = self.busy_since
-        self.busy_since = outer or time.monotonic()
-        try:
-            yield
-        finally:
-            self.busy_since = outer
+        return self._watched
 
     def _load_weights(self, params: ModelParams):
         """The llama.cpp model: RPC servers added, weights placed (bufts.py) and split."""
@@ -377,3 +371,21 @@ class Model:
 
     def detokenize(self, tokens: list[int]) -> str:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+
+class Watched:
+    """Model.watched(): sets the model's `busy_since` while the outermost of nested uses runs."""
+    __slots__ = ("model", "depth")
+
+    def __init__(self, model: Model):
+        self.model, self.depth = model, 0
+
+    def __enter__(self):
+        if not self.depth:
+            self.model.busy_since = time.monotonic()
+        self.depth += 1
+
+    def __exit__(self, *exc):
+        self.depth -= 1
+        if not self.depth:
+            self.model.busy_since = None

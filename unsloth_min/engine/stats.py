@@ -100,11 +100,14 @@ def log_progress(slot: int, p: PromptProgress, computing: str = "") -> None:
              p.total, 100 * p.processed / p.total, computing, speed, eta)
 
 
+_QUIET = contextlib.nullcontext()  # (reusable)
+
+
 def computing(active: list[Sequence]):
     """Around a llama_decode: a `Heartbeat` when it computes a chunk of a long prompt."""
     long = [s for s in active if not s.t_prompt and s.n_done > s.reported
             and len(s.prompt) - s.cached >= PROGRESS_LOG_FROM]
-    return Heartbeat(long) if long else contextlib.nullcontext()
+    return Heartbeat(long) if long else _QUIET
 
 
 class Heartbeat:
