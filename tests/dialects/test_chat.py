@@ -238,3 +238,18 @@ def test_disconnect_cancels_generation(scripted_server, stream):
     assert wait_for(lambda: engine.cancelled == 1)
     engine.enqueue(["next"])
     assert scripted_server.json("POST", CHAT, HELLO)[1]["choices"][0]["message"]["content"] == "next"
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_text_chunk_joined_from_its_fixed_parts_is_the_encoded_chunk(include_usage):
+    """The hot path (the delta's JSON joined into the chunk's pre-encoded parts) frames exactly
+    what encoding the whole chunk frames, for text JSON must escape."""
+    from unsloth_min.core import ChatRequest, Message, TextDelta
+    from unsloth_min.dialects.openai_chat import Encoder
+    from unsloth_min.http.sse import sse_event
+    enc = Encoder(ChatRequest(messages=[Message("user", "x")], stream=True, include_usage=include_usage), "m")
+    for text in ['héllo "q" \n\t\\ \u2028 🙂', "\x00\x1f</script>", ""]:
+        (name, data), = enc.on_text(TextDelta(text))
+        assert sse_event(data, name) == sse_event(enc._chunk({"content": text})[1])
+        (name, data), = enc.on_reasoning(ReasoningDelta(text))
+        assert sse_event(data, name) == sse_event(enc._chunk({"reasoning_content": text})[1])

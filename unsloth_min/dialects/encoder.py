@@ -13,12 +13,27 @@ Does not: frame SSE bytes (pacing.py and http/sse.py do), or know any dialect's 
 from __future__ import annotations
 
 import dataclasses
+import json
+from json.encoder import encode_basestring
+from typing import Callable
 
 from ..core import Finish, PromptProgress, ReasoningDelta, Started, TextDelta, ToolCallDelta, ToolExecuted
 
 METHODS = {Started: "on_started", TextDelta: "on_text", ReasoningDelta: "on_reasoning",
            ToolCallDelta: "on_tool_call", ToolExecuted: "on_tool_executed", Finish: "on_finish",
            PromptProgress: "on_progress"}
+
+
+HOLE = "\0"  # (JSON escapes it: never in an event's fixed parts)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # (the SSE framing's JSON)
+
+
+def filler(event: dict) -> Callable[[str], bytes]:
+    """`event`'s compact JSON as bytes, as a function of the one string HOLE in it: a hot event
+    (a token's text delta) is joined from its fixed parts, not encoded again for each token."""
+    head, tail = _COMPACT.encode(event).split(_COMPACT.encode(HOLE))
+    head, tail = head.encode(), tail.encode()
+    return lambda text: head + encode_basestring(text).encode() + tail
 
 
 def render_progress(ev: PromptProgress) -> dict:

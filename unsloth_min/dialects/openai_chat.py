@@ -160,6 +160,8 @@ class Encoder(base.Encoder):
         self.text, self.thinking, self.results = [], [], []
         self.calls: dict[int, dict] = {}
         self.finish: Finish | None = None
+        self._text_chunk = base.filler(self._chunk({"content": base.HOLE})[1])
+        self._thinking_chunk = base.filler(self._chunk({"reasoning_content": base.HOLE})[1])
 
     @property
     def id(self) -> str:  # the answer's id, as the client sees it
@@ -192,11 +194,11 @@ class Encoder(base.Encoder):
 
     def on_text(self, ev: TextDelta) -> list[tuple]:
         self.text.append(ev.text)
-        return [self._chunk({"content": ev.text})]
+        return [(None, self._text_chunk(ev.text))]
 
     def on_reasoning(self, ev: ReasoningDelta) -> list[tuple]:
         self.thinking.append(ev.text)
-        return [self._chunk({"reasoning_content": ev.text})]
+        return [(None, self._thinking_chunk(ev.text))]
 
     def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
         whole = self.calls.setdefault(ev.index, {"id": ev.id, "type": "function",

@@ -22,11 +22,14 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one, not one per event
 
 
-def sse_event(data: str | dict | list, event: str | None = None) -> bytes:
-    """`event: X\\ndata: ...\\n\\n` as UTF-8; dicts and lists are sent as compact JSON."""
+def sse_event(data: str | dict | list | bytes, event: str | None = None) -> bytes:
+    """`event: X\\ndata: ...\\n\\n` as UTF-8; dicts and lists are sent as compact JSON, bytes
+    as JSON already encoded (one line: the caller's promise)."""
     if event is not None and _LINE_END.search(event):
         raise ValueError("an SSE event name cannot contain a line break")
     head = f"event: {event}\n" if event is not None else ""
+    if isinstance(data, bytes):
+        return b"".join((head.encode(), b"data: ", data, b"\n\n"))
     if isinstance(data, str):
         body = "\n".join(f"data: {line}" for line in _LINE_END.split(data))
     else:  # JSON escapes every control character: one line
