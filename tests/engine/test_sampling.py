@@ -10,20 +10,18 @@ import numpy as np
 import pytest
 
 from unsloth_min.core import Sampling
-from unsloth_min.engine import embedded_model_path
 from unsloth_min.engine import sampling as sampling_module
 from unsloth_min.engine.constrain import Candidates
-from unsloth_min.engine.model import Model, ModelParams
+from unsloth_min.engine.model import Model
 from unsloth_min.engine.sampling import PENALTY_LAST_N, TokenSampler, chain, logits_row
+from support.models import embedded
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
 def model():
-    m = Model(ModelParams(embedded_model_path(), n_ctx=2048, n_parallel=1, n_batch=512))
-    yield m
-    m.close()
+    yield from embedded(2048, 1, 512)
 
 
 def llama_chain(s: Sampling, n_vocab: int, prompt: list[int]):

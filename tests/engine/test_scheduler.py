@@ -10,6 +10,7 @@ from unsloth_min.engine import LLAMA_DEFAULTS, embedded_model_path
 from unsloth_min.engine.model import Model, ModelParams
 from unsloth_min.engine import scheduler as scheduler_module
 from unsloth_min.engine.scheduler import Scheduler, Sequence
+from support.models import embedded
 from support.servers import wait_for
 
 pytestmark = pytest.mark.model
@@ -17,9 +18,7 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def model():
-    m = Model(ModelParams(embedded_model_path(), n_ctx=4096, n_parallel=2, n_batch=256))
-    yield m
-    m.close()
+    yield from embedded(4096, 2, 256)
 
 
 def sequence(prompt: list[int]) -> tuple[Sequence, list, threading.Event]:
