@@ -40,7 +40,7 @@ class Mailbox:
         self.loop = loop
         loop.add_reader(self.rfd, self._drain)
 
-    def post(self, queue: asyncio.Queue, ev) -> None:  # the worker thread
+    def post(self, queue: Inbox, ev) -> None:  # the worker thread
         self.pending.append((queue, ev))
         if not self.armed and not self.closed:
             self.armed = True
