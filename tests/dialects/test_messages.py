@@ -306,3 +306,19 @@ def test_sdk_stream_accumulates_like_create(scripted_server):
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="m", max_tokens=9, extra_body={"temperature": 1.5},
                                messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_text_delta_joined_from_its_fixed_parts_is_the_encoded_event():
+    """The hot path (the delta's JSON joined into the event's pre-encoded parts, per block)
+    frames exactly what encoding the whole event frames, for text JSON must escape, in a
+    thinking block and the text block after it."""
+    from unsloth_min.core import ChatRequest, Message, Started, TextDelta
+    from unsloth_min.dialects.anthropic_messages import Encoder
+    from unsloth_min.http.sse import sse_event
+    enc = Encoder(ChatRequest(messages=[Message("user", "x")], stream=True), "m")
+    enc.event(Started(3))
+    for ev, field in ((ReasoningDelta("a"), "thinking"), (TextDelta("b"), "text")):
+        for text in ['héllo "q" \n\t\\ \u2028 🙂', "\x00\x1f", ""]:
+            (name, data), = [f for f in enc.event(type(ev)(text)) if f[0] == "content_block_delta"][-1:]
+            want = {"type": "content_block_delta", "index": enc.index, "delta": {"type": f"{field}_delta", field: text}}
+            assert sse_event(data, name) == sse_event(want, "content_block_delta")

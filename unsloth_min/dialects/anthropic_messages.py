@@ -278,6 +278,7 @@ class Encoder(base.Encoder):
         self.tools: dict[int, int] = {}  # ToolCallDelta.index → wire index
         self.json: dict[int, str] = {}  # wire index → tool input JSON so far
         self.held: list[tuple] = []  # message_start, until the first output or START_HOLD_S
+        self._fills: dict = {}  # open block (field, wire index) → its delta event's filler
 
     @property
     def id(self) -> str:  # the answer's id, as the client sees it
@@ -333,7 +334,11 @@ class Encoder(base.Encoder):
     def _delta(self, block: dict, field: str, text: str) -> list[tuple]:
         out = self.enter(field, lambda: block)
         self.blocks[self.index][field] += text
-        return out + [self._wire_delta(self.index, {"type": f"{field}_delta", field: text})]
+        fill = self._fills.get(self.current)  # (the block's delta event, pre-encoded: encoder.filler)
+        if fill is None:
+            delta = {"type": f"{field}_delta", field: base.HOLE}
+            fill = self._fills[self.current] = base.filler(self._wire_delta(self.index, delta)[1])
+        return out + [("content_block_delta", fill(text))]
 
     def on_tool_call(self, ev: ToolCallDelta) -> list[tuple]:
         out = []
