@@ -52,7 +52,8 @@ async def sse_body(first, events: AsyncIterator, encoder, heartbeat_s: float,
         for name, data in encoder.error(ApiError(500, "server_error", "generation failed")):
             yield sse_event(data, name)
     finally:
-        await ticks.aclose()  # first: it may hold a pending step of `events`
+        if ticks is not events:
+            await ticks.aclose()  # first: it may hold a pending step of `events`
         await events.aclose()
 
 
@@ -84,8 +85,8 @@ class ClosingBody:
     def __init__(self, body: AsyncIterator[bytes], events: AsyncIterator):
         self.body, self.events = body, events
 
-    def __aiter__(self):  # iterated as the body itself: no layer per streamed event
-        return self.body.__aiter__()
+    def __aiter__(self):
+        return self
 
     async def __anext__(self) -> bytes:
         return await self.body.__anext__()

@@ -60,7 +60,7 @@ def test_the_same_tokens_as_llama_cpps_chain(model, kind):
     knobs["all"] = {**knobs["penalties"], **knobs["bias"]}
     knobs["sampled"] = dict(temperature=0.9, top_k=40, top_p=0.95, min_p=0.05, seed=7)
     knobs["sampled+all"] = {**knobs["sampled"], **knobs["all"]}
-    s = Sampling(temperature=0, **knobs[kind]) if "temperature" not in knobs[kind] else Sampling(**knobs[kind])
+    s = Sampling(**{"temperature": 0, **knobs[kind]})
     ours, theirs = TokenSampler(s, model.n_vocab, prompt), llama_chain(s, model.n_vocab, prompt)
     try:
         decode(model, prompt, 0)
@@ -143,7 +143,13 @@ def test_a_missing_logits_row_is_an_error_not_a_crash(model):
 
 
 def test_sampling_keeps_the_gil_and_reads_llama_cpps_buffer(model):
-    """gil_held calls the same C function (the pointer llama_cpp's binding holds)."""
+    """gil_held calls the same C function (the pointer llama_cpp's binding holds), and the row is
+    a view of llama.cpp's own logits, not a copy: what adjust() writes, llama.cpp's sampler reads."""
     held = sampling_module.gil_held(C.llama_get_logits_ith)
     assert ctypes.cast(held, ctypes.c_void_p).value == ctypes.cast(C.llama_get_logits_ith, ctypes.c_void_p).value
     assert held._flags_ & ctypes._FUNCFLAG_PYTHONAPI
+    decode(model, model.tokenize("Hi there"), 0)
+    row = logits_row(model.ctx, -1, model.n_vocab)
+    theirs = np.ctypeslib.as_array(C.llama_get_logits_ith(model.ctx, -1), shape=(model.n_vocab,))
+    assert np.array_equal(row, theirs) and row.ctypes.data == theirs.ctypes.data
+    assert logits_row(model.ctx, -1, model.n_vocab) is row  # (kept by address)

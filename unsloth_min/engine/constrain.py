@@ -27,6 +27,7 @@ import re
 from typing import Callable
 
 from .grammar import Grammar
+from .sampling import logits_row
 
 import llama_cpp as C
 import numpy as np
@@ -122,7 +123,7 @@ class Candidates:
         self.one_array = C.llama_token_data_array(self.one, 1, -1, False)
 
     def fill(self, ctx, idx: int):
-        logits = np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, idx), shape=(self.n,))
+        logits = logits_row(ctx, idx, self.n)
         self.buf["id"] = self.ids  # samplers sort the array in place: reset every time
         self.buf["logit"] = logits
         self.buf["p"] = 0.0

@@ -147,7 +147,7 @@ class Model:
         ggml.on_abort(_abort_while_loading)  # the engine takes over once it serves
         self.params = params
         self.busy_since: float | None = None  # when the worker entered llama.cpp (watched())
-        self._watched = Watched(self)  # (one, reused: entered once per decode step)
+        self._busy = Busy(self)  # (one, reused: entered once per decode step)
         self.watchdog: rpc.Watchdog | None = None
         self.model = self._load_weights(params)
         self.vocab = C.llama_model_get_vocab(self.model)
@@ -173,12 +173,12 @@ class Model:
             self.watchdog = rpc.Watchdog(params.rpc, params.rpc_timeout, lambda: self.busy_since,
                                          _abort_while_loading)
 
-    def watched(self) -> "Watched":
+    def watched(self) -> "Busy":
         """Around calls into llama.cpp that may wait on --rpc servers: `busy_since` says since
         when, for the watchdog (rpc.Watchdog). With RPC devices llama_decode only sends the
         work: what waits for it is llama_synchronize, or the next call that reads a result, so
         a decode and the sampling after it are watched as one. Nested: the outermost counts."""
-        return self._watched
+        return self._busy
 
     def _load_weights(self, params: ModelParams):
         """The llama.cpp model: RPC servers added, weights placed (bufts.py) and split."""
@@ -373,7 +373,7 @@ class Model:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
 
-class Watched:
+class Busy:
     """Model.watched(): sets the model's `busy_since` while the outermost of nested uses runs."""
     __slots__ = ("model", "depth")
 

@@ -36,6 +36,7 @@ def gil_held(fn, restype=None):
 
 
 _logits_at = gil_held(C.llama_get_logits_ith, ctypes.c_void_p)  # (an int: no pointer object)
+_sample = gil_held(C.llama_sampler_sample)
 _rows: dict[tuple[int, int], np.ndarray] = {}  # (address, n_vocab) → a view of llama.cpp's row
 
 
@@ -55,7 +56,13 @@ def logits_row(ctx, idx: int, n_vocab: int) -> np.ndarray:
     return row
 
 
+def is_greedy(s: Sampling) -> bool:
+    return not s.temperature or s.temperature <= 0
+
+
 class TokenSampler:
+    """A sequence's penalty window and biases, applied to its logits row, then the pick."""
+
     def __init__(self, s: Sampling, n_vocab: int, prompt: list[int]):
         self.n_vocab = n_vocab
         self.repeat = np.float32(s.repetition_penalty or 1.0)
@@ -70,7 +77,7 @@ class TokenSampler:
                     self.accept(t)
         self.bias_ids = np.array([t for t, _ in s.logit_bias], dtype=np.intp)
         self.bias = np.array([b for _, b in s.logit_bias], dtype=np.float32)
-        self.greedy = not s.temperature or s.temperature <= 0
+        self.greedy = is_greedy(s)
         self.chain = chain(s)
 
     def accept(self, token: int) -> None:
@@ -112,15 +119,12 @@ class TokenSampler:
         C.llama_sampler_free(self.chain)
 
 
-_sample = gil_held(C.llama_sampler_sample)
-
-
 def chain(s: Sampling):
     """llama.cpp's chain for what is left after penalties and biases: greedy, or llama-server's
     order of truncations, temperature and the random pick."""
     c = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
     add = lambda smpl: C.llama_sampler_chain_add(c, smpl)  # noqa: E731
-    if not s.temperature or s.temperature <= 0:
+    if is_greedy(s):
         add(C.llama_sampler_init_greedy())  # (what a grammar-constrained pick applies)
         return c
     if s.top_k and s.top_k > 0:
